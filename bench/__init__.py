@@ -1,0 +1,1 @@
+"""Benchmark, evaluation and screenshot runners; measurement code kept apart from the product."""

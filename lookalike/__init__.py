@@ -1,0 +1,3 @@
+"""Lookalike: search by image."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,63 @@
+"""The composition root's factories: settings in, wired components out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lookalike.core.blob_store import BlobStore, open_blob_store
+from lookalike.core.settings import Settings
+from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
+from lookalike.embedder.runtime import Embedder, EmbedderConfig
+from lookalike.ingestion.pipeline import IngestPipeline
+from lookalike.services.search import SearchEngine
+
+
+def embedder_from(settings: Settings) -> Embedder:
+    """The embedder the settings describe (not loaded yet)."""
+    model = settings.model
+    return Embedder(EmbedderConfig(
+        backbone=model.backbone,
+        weights=Path(model.weights) if model.weights else None,
+        input_size=model.image_size,
+        pooling=model.pooling,
+        gem_p=model.gem_p,
+        batch_size=model.batch_size,
+        device=model.device,
+        threads=model.threads,
+        max_pixels=model.max_pixels,
+    ))
+
+
+def blobs_from(settings: Settings) -> BlobStore:
+    """The blob store the settings describe."""
+    return open_blob_store(settings.blob_url, settings.blobs)
+
+
+def store_from(settings: Settings, embedder: Embedder, collection: str | None = None) -> MilvusVectorStore:
+    """The collection for this embedder's model, created when missing."""
+    client = connect_milvus(settings.milvus_uri, settings.milvus)
+    return MilvusVectorStore.open(
+        client, collection or settings.milvus.collection, embedder.spec.to_dict(),
+        embedder.dim, settings.milvus,
+    )
+
+
+def pipeline_from(settings: Settings, embedder: Embedder, store: MilvusVectorStore,
+                  blobs: BlobStore) -> IngestPipeline:
+    """An ingestion pipeline over these components."""
+    return IngestPipeline(
+        embedder, store, blobs,
+        batch_size=settings.model.batch_size,
+        decode_workers=settings.ingest.decode_workers,
+        thumbnail_px=settings.ingest.thumbnail_px,
+    )
+
+
+def engine_from(settings: Settings, embedder: Embedder, store: MilvusVectorStore,
+                blobs: BlobStore) -> SearchEngine:
+    """A search engine over these components."""
+    return SearchEngine(
+        embedder, store, blobs,
+        max_top_k=settings.server.max_top_k,
+        presign_expiry_s=settings.blobs.presign_expiry_s,
+    )

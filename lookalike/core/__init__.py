@@ -1,0 +1,1 @@
+"""Settings, schemas, errors, stores and metrics: no torch, grpc or streamlit here."""

@@ -1,0 +1,194 @@
+"""Image blobs: a local directory (embedded default) or an S3/MinIO bucket, one interface."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from lookalike.core.errors import ConfigError, InvalidArgument, NotFound, StoreUnavailable
+from lookalike.core.settings import BlobSettings
+
+
+class BlobStore(Protocol):
+    """Content-addressed blob storage."""
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store `data` under `key`, replacing what was there."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The bytes under `key`; raises NotFound."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` is stored."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; removing a missing key is not an error."""
+        ...
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """A time-limited GET URL, or None where the store cannot give one."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+        ...
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidArgument(f"invalid blob key {key!r}")
+    return key
+
+
+class LocalBlobStore:
+    """Blobs as files under a root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a crash never leaves a half-written blob under its final key.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"blob {key!r} not found under {self.root}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return None
+
+    def ping(self) -> None:
+        if not self.root.is_dir():
+            raise StoreUnavailable(f"blob directory {self.root} does not exist")
+
+
+class S3BlobStore:
+    """Blobs in an S3/MinIO bucket through the `minio` SDK; the bucket is created if missing."""
+
+    def __init__(self, bucket: str, prefix: str, settings: BlobSettings) -> None:
+        from minio import Minio
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key.get_secret_value() or None,
+            secret_key=settings.secret_key.get_secret_value() or None,
+            secure=settings.secure,
+            region=settings.region,
+        )
+        self._ensure_bucket()
+
+    def _object(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _ensure_bucket(self) -> None:
+        from minio.error import MinioException
+
+        try:
+            if not self._client.bucket_exists(self.bucket):
+                self._client.make_bucket(self.bucket)
+        except (MinioException, OSError) as exc:
+            raise StoreUnavailable(f"S3 bucket {self.bucket!r} is unreachable: {exc}") from exc
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        from minio.error import MinioException
+
+        try:
+            self._client.put_object(
+                self.bucket, self._object(key), io.BytesIO(data), len(data),
+                content_type=content_type,
+            )
+        except (MinioException, OSError) as exc:
+            raise StoreUnavailable(f"S3 put of {key!r} failed: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        from minio.error import MinioException, S3Error
+
+        try:
+            response = self._client.get_object(self.bucket, self._object(key))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise NotFound(f"blob {key!r} not found in bucket {self.bucket!r}") from None
+            raise StoreUnavailable(f"S3 get of {key!r} failed: {exc}") from exc
+        except (MinioException, OSError) as exc:
+            raise StoreUnavailable(f"S3 get of {key!r} failed: {exc}") from exc
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        from minio.error import MinioException, S3Error
+
+        try:
+            self._client.stat_object(self.bucket, self._object(key))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise StoreUnavailable(f"S3 stat of {key!r} failed: {exc}") from exc
+        except (MinioException, OSError) as exc:
+            raise StoreUnavailable(f"S3 stat of {key!r} failed: {exc}") from exc
+        return True
+
+    def delete(self, key: str) -> None:
+        from minio.error import MinioException
+
+        try:
+            self._client.remove_object(self.bucket, self._object(key))
+        except (MinioException, OSError) as exc:
+            raise StoreUnavailable(f"S3 delete of {key!r} failed: {exc}") from exc
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return str(
+            self._client.presigned_get_object(
+                self.bucket, self._object(key), expires=timedelta(seconds=expires_s)
+            )
+        )
+
+    def ping(self) -> None:
+        self._ensure_bucket()
+
+
+def open_blob_store(url: str, settings: BlobSettings) -> BlobStore:
+    """A blob store for `url`: `s3://bucket[/prefix]`, or a local directory path."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ConfigError(f"blob URL {url!r} names no bucket (expected s3://bucket[/prefix])")
+        return S3BlobStore(parsed.netloc, parsed.path, settings)
+    if parsed.scheme in ("", "file"):
+        return LocalBlobStore(Path(parsed.path if parsed.scheme == "file" else url))
+    raise ConfigError(f"blob URL {url!r}: unsupported scheme {parsed.scheme!r} (use s3:// or a path)")

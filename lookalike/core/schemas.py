@@ -1,0 +1,58 @@
+"""Records as they are stored and found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageMeta:
+    """Everything stored about one image except its vector."""
+
+    id: int
+    sha256: str
+    blob_key: str
+    source: str
+    label: str = ""
+    tags: tuple[str, ...] = ()
+    meta: JsonDict = field(default_factory=dict)
+    width: int = 0
+    height: int = 0
+    ingested_at: int = 0
+
+    @property
+    def thumb_key(self) -> str:
+        """Key of the JPEG thumbnail in the blob store."""
+        return thumb_key(self.sha256)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One image ready for the vector store: its metadata and L2-normalised embedding."""
+
+    meta: ImageMeta
+    embedding: NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One search result: a stored image and its cosine similarity to the query."""
+
+    image: ImageMeta
+    score: float
+
+
+def image_key(sha256: str, ext: str) -> str:
+    """Content-addressed key of an original image."""
+    return f"images/{sha256}.{ext.lstrip('.').lower()}"
+
+
+def thumb_key(sha256: str) -> str:
+    """Content-addressed key of a thumbnail."""
+    return f"thumbs/{sha256}.jpg"

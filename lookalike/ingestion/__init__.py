@@ -1,0 +1,1 @@
+"""Sources -> decode -> embed -> blob store + vector store."""

@@ -1,0 +1,1 @@
+"""The gRPC API (lookalike.v1): servicers, interceptors, server and typed client."""

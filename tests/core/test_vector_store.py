@@ -1,0 +1,103 @@
+"""The Milvus vector store against real Milvus Lite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lookalike.core.errors import ConfigError, InvalidFilter, ModelSpecMismatch
+from lookalike.core.schemas import ImageMeta, ImageRecord
+from lookalike.core.settings import MilvusSettings
+from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
+
+SPEC = {"backbone": "test", "dim": 8}
+DIM = 8
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Any]:
+    """A Milvus Lite client on a fresh file, closed after the test."""
+    milvus = connect_milvus(str(tmp_path / "milvus" / "test.db"), MilvusSettings())
+    try:
+        yield milvus
+    finally:
+        milvus.close()
+
+
+def _records(n: int, seed: int = 0) -> list[ImageRecord]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        ImageRecord(
+            meta=ImageMeta(id=i + 1, sha256=f"{i:064x}", blob_key=f"images/{i}.jpg",
+                           source=f"/src/{i}.jpg", label="even" if i % 2 == 0 else "odd",
+                           tags=("t",), meta={"n": i}, width=10, height=20, ingested_at=1),
+            embedding=vectors[i],
+        )
+        for i in range(n)
+    ]
+
+
+def test_insert_search_get_round_trip(client: Any) -> None:
+    """A stored vector finds itself first with score ~1, with its metadata intact."""
+    store = MilvusVectorStore.open(client, "images", SPEC, DIM, MilvusSettings())
+    records = _records(20)
+    store.insert(records)
+    assert store.count() == 20
+    hits = store.search(np.stack([records[3].embedding]), top_k=5)[0]
+    assert hits[0].image == records[3].meta
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert store.get([4, 999]) == [records[3].meta, None]
+    vectors = store.get_vectors([4])
+    assert vectors[0] is not None
+    np.testing.assert_allclose(vectors[0], records[3].embedding, atol=1e-6)
+    assert store.existing_ids([1, 2, 999]) == {1, 2}
+
+
+def test_filter_and_exclusion(client: Any) -> None:
+    """Filters restrict results; excluded ids never come back; a bad filter is a clear error."""
+    store = MilvusVectorStore.open(client, "images", SPEC, DIM, MilvusSettings())
+    records = _records(20)
+    store.insert(records)
+    query = np.stack([records[0].embedding])
+    hits = store.search(query, top_k=20, filter_expr='label == "odd"')[0]
+    assert hits
+    assert all(h.image.label == "odd" for h in hits)
+    hits = store.search(query, top_k=20, exclude_ids=[1])[0]
+    assert 1 not in {h.image.id for h in hits}
+    assert len(hits) == 19
+    with pytest.raises(InvalidFilter, match="label = = 3"):
+        store.search(query, top_k=5, filter_expr="label = = 3")
+
+
+def test_spec_is_checked_on_open(client: Any) -> None:
+    """Opening a collection with another model's spec is refused, naming the difference."""
+    MilvusVectorStore.open(client, "images", SPEC, DIM, MilvusSettings())
+    again = MilvusVectorStore.open(client, "images", dict(SPEC), DIM, MilvusSettings())
+    assert again.count() == 0
+    with pytest.raises(ModelSpecMismatch, match="backbone: 'test' != 'other'"):
+        MilvusVectorStore.open(client, "images", {**SPEC, "backbone": "other"}, DIM,
+                               MilvusSettings())
+
+
+def test_collection_names_are_validated(client: Any) -> None:
+    """Names Milvus would refuse are rejected before reaching it."""
+    for name in ("1abc", "a-b", "a__b", ""):
+        with pytest.raises(ConfigError, match="invalid"):
+            MilvusVectorStore.open(client, name, SPEC, DIM, MilvusSettings())
+    with pytest.raises(ConfigError, match="does not exist"):
+        MilvusVectorStore.open(client, "missing", SPEC, DIM, MilvusSettings(), create=False)
+
+
+def test_flat_index_builds_and_answers(client: Any) -> None:
+    """The index type comes from settings."""
+    store = MilvusVectorStore.open(client, "flat", SPEC, DIM, MilvusSettings(index_type="FLAT"))
+    records = _records(5)
+    store.insert(records)
+    assert store.search(np.stack([records[2].embedding]), top_k=1)[0][0].image.id == 3
