@@ -41,8 +41,9 @@ def _fmt(value: Any) -> str:
 
 def render(results: list[dict[str, Any]], command: str) -> str:
     """The markdown block for QUALITY.md."""
+    # Speed belongs in BENCHMARKS.md (`make bench`); queries/s here is full-ranking evaluation.
     columns = ["dataset", "kind", "images", "queries", "p@1", "p@5", "p@10", "map", "top1",
-               "ingest_images_per_s", "queries_per_s"]
+               "queries_per_s"]
     lines = [
         BEGIN,
         f"Command: `{command}`  ",

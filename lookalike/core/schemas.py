@@ -48,6 +48,14 @@ class SearchHit:
     score: float
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredId:
+    """A search result reduced to the stored id and its similarity."""
+
+    id: int
+    score: float
+
+
 def image_key(sha256: str, ext: str) -> str:
     """Content-addressed key of an original image."""
     return f"images/{sha256}.{ext.lstrip('.').lower()}"

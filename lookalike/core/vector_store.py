@@ -24,7 +24,7 @@ from lookalike.core.errors import (
     ModelSpecMismatch,
     StoreUnavailable,
 )
-from lookalike.core.schemas import ImageMeta, ImageRecord, SearchHit
+from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId, SearchHit
 from lookalike.core.settings import MilvusSettings
 
 SPEC_PROPERTY = "lookalike.model_spec"
@@ -65,6 +65,16 @@ class VectorStore(Protocol):
         exclude_ids: Sequence[int] = (),
     ) -> list[list[SearchHit]]:
         """Nearest stored images per query vector (inner product on L2-normalised vectors)."""
+        ...
+
+    def search_ids(
+        self,
+        vectors: NDArray[np.float32],
+        top_k: int,
+        filter_expr: str = "",
+        exclude_ids: Sequence[int] = (),
+    ) -> list[list[ScoredId]]:
+        """Like `search`, but only ids and scores: cheaper for deep rankings."""
         ...
 
     def count(self) -> int:
@@ -299,6 +309,34 @@ class MilvusVectorStore:
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
     ) -> list[list[SearchHit]]:
+        results = self._search(vectors, top_k, filter_expr, exclude_ids, list(META_FIELDS))
+        return [
+            [SearchHit(image=_meta_from_entity(hit["entity"] | {"id": hit["id"]}),
+                       score=float(hit["distance"])) for hit in per_query]
+            for per_query in results
+        ]
+
+    def search_ids(
+        self,
+        vectors: NDArray[np.float32],
+        top_k: int,
+        filter_expr: str = "",
+        exclude_ids: Sequence[int] = (),
+    ) -> list[list[ScoredId]]:
+        results = self._search(vectors, top_k, filter_expr, exclude_ids, ["id"])
+        return [
+            [ScoredId(id=int(hit["id"]), score=float(hit["distance"])) for hit in per_query]
+            for per_query in results
+        ]
+
+    def _search(
+        self,
+        vectors: NDArray[np.float32],
+        top_k: int,
+        filter_expr: str,
+        exclude_ids: Sequence[int],
+        output_fields: list[str],
+    ) -> Any:
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
         if vectors.ndim != 2 or len(vectors) == 0:
@@ -309,12 +347,12 @@ class MilvusVectorStore:
         from pymilvus.exceptions import MilvusException
 
         try:
-            results = self._client.search(
+            return self._client.search(
                 self.name,
                 data=np.asarray(vectors, dtype=np.float32).tolist(),
                 limit=top_k,
                 filter=" and ".join(clauses),
-                output_fields=list(META_FIELDS),
+                output_fields=output_fields,
                 search_params=_search_params(self._settings, top_k),
                 anns_field="embedding",
             )
@@ -324,11 +362,6 @@ class MilvusVectorStore:
             raise StoreUnavailable(f"search in {self.name!r} failed: {exc.message}") from exc
         except Exception as exc:
             raise StoreUnavailable(f"search in {self.name!r} failed: {exc}") from exc
-        return [
-            [SearchHit(image=_meta_from_entity(hit["entity"] | {"id": hit["id"]}),
-                       score=float(hit["distance"])) for hit in per_query]
-            for per_query in results
-        ]
 
     def count(self) -> int:
         rows = self._call("query", self.name, filter="", output_fields=["count(*)"])

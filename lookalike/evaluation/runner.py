@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +14,16 @@ from lookalike.core.blob_store import BlobStore
 from lookalike.core.ids import content_id
 from lookalike.core.metrics import RankingScores, score_rankings
 from lookalike.core.settings import ServerSettings
-from lookalike.core.vector_store import VectorStore, spec_fingerprint
+from lookalike.core.vector_store import MAX_TOP_K, VectorStore, spec_fingerprint
 from lookalike.embedder.runtime import Embedder
-from lookalike.evaluation.datasets import EvalDataset
+from lookalike.evaluation.datasets import EvalDataset, EvalQuery
 from lookalike.ingestion.pipeline import IngestPipeline, IngestReport
 from lookalike.services.client import LookalikeClient
 from lookalike.services.search import SearchEngine
 from lookalike.services.server import start_server
+
+# Queries in flight at once: the server and Milvus overlap one query's I/O with another's work.
+QUERY_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,25 +78,30 @@ def evaluate(
     """Ingest the dataset's database, run every query through the gRPC API, score the rankings."""
     report = pipeline.run(dataset.database, total=len(dataset.database), progress=progress)
     stored = store.count()
-    engine = SearchEngine(embedder, store, blobs, max_top_k=16384, presign_expiry_s=60)
+    source_of = {content_id(item.read())[0]: item.source for item in dataset.database}
+    engine = SearchEngine(embedder, store, blobs, max_top_k=MAX_TOP_K, presign_expiry_s=60)
     server = start_server(engine, ServerSettings(host="127.0.0.1", port=0, max_message_mb=256))
-    rankings: list[list[bool]] = []
-    n_relevant: list[int] = []
     started = time.perf_counter()
     try:
-        with LookalikeClient(server.address, timeout_s=120.0, max_message_mb=256) as client:
-            for query in tqdm(dataset.queries, unit="query", disable=not progress):
+        with LookalikeClient(server.address, timeout_s=300.0, max_message_mb=256) as client:
+
+            def ranking(query: EvalQuery) -> list[bool]:
                 data = query.path.read_bytes()
+                # Full rankings: every stored image but the query itself.
                 if query.in_database:
-                    response = client.search(
-                        image_id=content_id(data)[0], top_k=min(stored - 1, 16384)
-                    )
+                    response = client.search(image_id=content_id(data)[0],
+                                             top_k=min(stored - 1, MAX_TOP_K), ids_only=True)
                 else:
-                    response = client.search(image=data, top_k=min(stored, 16384))
-                rankings.append([hit.source in query.relevant for hit in response.hits])
-                n_relevant.append(len(query.relevant))
+                    response = client.search(image=data, top_k=min(stored, MAX_TOP_K),
+                                             ids_only=True)
+                return [source_of.get(hit.id, "") in query.relevant for hit in response.hits]
+
+            with ThreadPoolExecutor(QUERY_THREADS) as pool:
+                rankings = list(tqdm(pool.map(ranking, dataset.queries), total=len(dataset.queries),
+                                     unit="query", disable=not progress))
     finally:
         server.stop(grace_s=1.0)
+    n_relevant = [len(q.relevant) for q in dataset.queries]
     return EvalResult(
         dataset=dataset.name, kind=dataset.kind, images=stored,
         scores=score_rankings(rankings, n_relevant), backbone=embedder.spec.backbone,

@@ -102,12 +102,17 @@ class LookalikeClient:
         top_k: int = 10,
         filter_expr: str = "",
         include_thumbnails: bool = False,
+        ids_only: bool = False,
     ) -> SearchResponse:
-        """Images most like `image` (encoded bytes) or like the stored image `image_id`."""
+        """Images most like `image` (encoded bytes) or like the stored image `image_id`.
+
+        With `ids_only`, hits carry only id and score (the cheap way to get deep rankings).
+        """
         if (image is None) == (image_id is None):
             raise ValueError("pass exactly one of image, image_id")
         request = pb.SearchRequest(
-            top_k=top_k, filter=filter_expr, include_thumbnails=include_thumbnails
+            top_k=top_k, filter=filter_expr, include_thumbnails=include_thumbnails,
+            ids_only=ids_only,
         )
         if image is not None:
             request.image = image

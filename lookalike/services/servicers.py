@@ -49,6 +49,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         query = Query(image=request.image) if which == "image" else Query(
             image_id=request.id if which == "id" else None
         )
+        if request.ids_only:
+            ranked = self._engine.rank(query, int(request.top_k), request.filter)
+            return pb.SearchResponse(
+                hits=[pb.Hit(id=r.id, score=r.score) for r in ranked.ranked],
+                took_ms=ranked.took_ms,
+                collection=ranked.collection,
+            )
         result = self._engine.search(query, int(request.top_k), request.filter)
         return pb.SearchResponse(
             hits=[self._hit(h, request.include_thumbnails) for h in result.hits],

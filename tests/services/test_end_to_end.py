@@ -180,3 +180,13 @@ def test_s3_blobs_give_presigned_urls(
         assert response.read()[:2] == b"\xff\xd8"
     with urllib.request.urlopen(first.image_url, timeout=10) as response:
         assert response.read() == query.read_bytes()
+
+
+def test_ids_only_ranks_like_the_full_search(served: Served) -> None:
+    """ids_only returns the same ids and scores, without metadata."""
+    query = (served.demo_dir / "objects" / "coffee.png").read_bytes()
+    full = served.client.search(image=query, top_k=8).hits
+    bare = served.client.search(image=query, top_k=8, ids_only=True).hits
+    assert [h.id for h in bare] == [h.id for h in full]
+    assert [h.score for h in bare] == pytest.approx([h.score for h in full], abs=1e-5)
+    assert {h.source for h in bare} == {""}

@@ -193,6 +193,7 @@ class SearchRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     INCLUDE_THUMBNAILS_FIELD_NUMBER: _builtins.int
+    IDS_ONLY_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """Encoded query image."""
     id: _builtins.int
@@ -203,6 +204,8 @@ class SearchRequest(_message.Message):
     """Milvus boolean expression over stored fields, e.g. `label == "beach"`."""
     include_thumbnails: _builtins.bool
     """Fill Hit.thumbnail with the stored JPEG thumbnail."""
+    ids_only: _builtins.bool
+    """Hits carry only id and score: much cheaper for deep rankings (evaluation, re-ranking)."""
     def __init__(
         self,
         *,
@@ -211,10 +214,11 @@ class SearchRequest(_message.Message):
         top_k: _builtins.int = ...,
         filter: _builtins.str = ...,
         include_thumbnails: _builtins.bool = ...,
+        ids_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "image", b"image", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "id", b"id", "image", b"image", "include_thumbnails", b"include_thumbnails", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "id", b"id", "ids_only", b"ids_only", "image", b"image", "include_thumbnails", b"include_thumbnails", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["image", "id"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
