@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -140,7 +140,8 @@ def cmd_ui(settings: Settings, args: argparse.Namespace) -> int:
         "--server.address", args.host, "--server.port", str(args.port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]
-    return subprocess.call(command)
+    # Become Streamlit, so that signals (Ctrl-C, SIGTERM from `make run`) reach it directly.
+    os.execv(sys.executable, command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ class ClientError(Exception):
     @property
     def unreachable(self) -> bool:
         """Whether the server could not be reached at all."""
-        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return bool(self.code == grpc.StatusCode.UNAVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,10 @@ class LookalikeClient:
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
+                # Reconnect quickly once a server that was down comes back.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
         self.address = address

@@ -40,7 +40,9 @@ def test_ingest_is_idempotent_and_reports_bad_files(
         ("broken.jpg", "not a recognised image format"), ("empty.png", "empty file (0 bytes)"),
     ]
     assert store.count() == 5
-    hits = store.search(embedder.embed_images([gradient_image(seed=4)]), top_k=1)[0]
+    query = embedder.embed_bytes([(root / "blue" / "4.jpg").read_bytes()])[0].vector
+    assert query is not None
+    hits = store.search(query[None, :], top_k=1)[0]
     image = hits[0].image
     assert image.label == "blue"
     assert Path(image.source).name == "4.jpg"

@@ -1,0 +1,1 @@
+"""The Streamlit UI; it reaches the platform only through `lookalike.services.client`."""

@@ -1,0 +1,12 @@
+"""The UI's entry file: a router over the pages in `app_pages/` and nothing else."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="Lookalike", page_icon=":material/image_search:", layout="wide")
+# People using the product see no developer items (Deploy, Rerun) in the toolbar.
+st.set_option("client.toolbarMode", "viewer")
+st.navigation([
+    st.Page("app_pages/search.py", title="Search", icon=":material/image_search:", default=True),
+]).run()
