@@ -194,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ingest" and not (args.demo or args.path):
         print("error: give a folder to ingest, or --demo", file=sys.stderr)
         return EXIT_ERROR
+    # Milvus Lite logs a traceback for conditions this CLI reports in one line of its own
+    # (a data file locked by a running server, say).
+    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
     settings = Settings()
     try:
         return int(args.func(settings, args))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from bench.ui_screenshot import (
     wait_until_serving,
 )
 from lookalike.embedder.runtime import Embedder
+from tests.conftest import free_port, stop_process
 from tests.ui.test_search_page import QUERY_LABEL, QUERY_NAME, demo_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,14 +32,6 @@ pytestmark = [
         reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (`make browser` installs them)",
     ),
 ]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @contextmanager
@@ -59,12 +51,7 @@ def streamlit_ui(server_address: str, log_path: Path) -> Iterator[str]:
             wait_until_serving(url, timeout_s=60.0)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout_s=10.0)
 
 
 def test_upload_in_chromium_shows_the_photo_first(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from lookalike.core.settings import ServerSettings
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items
 from lookalike.services.server import start_server
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 
 APP = Path(__file__).resolve().parents[2] / "lookalike" / "ui" / "streamlit_app.py"
 # A demo photo with no Markdown-special characters in its name, so captions show it verbatim.
@@ -47,10 +46,7 @@ def demo_server(
 
 def closed_port_address() -> str:
     """host:port of a port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="module")
