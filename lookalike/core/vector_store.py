@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,19 @@ META_FIELDS = (
     "id", "sha256", "blob_key", "source", "label", "tags", "meta", "width", "height",
     "ingested_at",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """What a collection holds and how it is indexed."""
+
+    name: str
+    physical_name: str
+    count: int
+    index_type: str
+    index_params: dict[str, Any]
+    metric_type: str
+    spec: dict[str, Any]
 
 
 class VectorStore(Protocol):
@@ -63,8 +77,12 @@ class VectorStore(Protocol):
         top_k: int,
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
+        min_score: float | None = None,
     ) -> list[list[SearchHit]]:
-        """Nearest stored images per query vector (inner product on L2-normalised vectors)."""
+        """Nearest stored images per query vector (inner product on L2-normalised vectors).
+
+        With `min_score`, a range search: only hits scoring above it, at most `top_k`.
+        """
         ...
 
     def search_ids(
@@ -73,8 +91,21 @@ class VectorStore(Protocol):
         top_k: int,
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
+        min_score: float | None = None,
     ) -> list[list[ScoredId]]:
         """Like `search`, but only ids and scores: cheaper for deep rankings."""
+        ...
+
+    def ids_matching(self, filter_expr: str, limit: int = MAX_TOP_K) -> list[int]:
+        """Ids of stored images that match a filter expression (at most `limit`)."""
+        ...
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Remove the vectors of `ids` (blobs are the caller's); how many were stored."""
+        ...
+
+    def describe(self) -> CollectionInfo:
+        """Name, size, index and model spec of the collection."""
         ...
 
     def count(self) -> int:
@@ -125,13 +156,20 @@ def _index_params(settings: MilvusSettings) -> tuple[str, dict[str, int]]:
     raise ConfigError(f"unknown index type {settings.index_type!r}")
 
 
-def _search_params(settings: MilvusSettings, top_k: int) -> dict[str, Any]:
+def _search_params(
+    settings: MilvusSettings, top_k: int, min_score: float | None = None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
     match settings.index_type:
         case "HNSW":
-            return {"params": {"ef": max(settings.search_ef, top_k)}}
+            params["ef"] = max(settings.search_ef, top_k)
         case "IVF_FLAT" | "IVF_SQ8":
-            return {"params": {"nprobe": settings.ivf_nprobe}}
-    return {"params": {}}
+            params["nprobe"] = settings.ivf_nprobe
+    if min_score is not None:
+        # Range search on IP: keep radius < score <= range_filter (scores of unit vectors <= 1).
+        params["radius"] = float(min_score)
+        params["range_filter"] = 1.0 + 1e-3
+    return {"params": params}
 
 
 def _meta_from_entity(entity: Mapping[str, Any]) -> ImageMeta:
@@ -308,8 +346,11 @@ class MilvusVectorStore:
         top_k: int,
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
+        min_score: float | None = None,
     ) -> list[list[SearchHit]]:
-        results = self._search(vectors, top_k, filter_expr, exclude_ids, list(META_FIELDS))
+        results = self._search(
+            vectors, top_k, filter_expr, exclude_ids, min_score, list(META_FIELDS)
+        )
         return [
             [SearchHit(image=_meta_from_entity(hit["entity"] | {"id": hit["id"]}),
                        score=float(hit["distance"])) for hit in per_query]
@@ -322,8 +363,9 @@ class MilvusVectorStore:
         top_k: int,
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
+        min_score: float | None = None,
     ) -> list[list[ScoredId]]:
-        results = self._search(vectors, top_k, filter_expr, exclude_ids, ["id"])
+        results = self._search(vectors, top_k, filter_expr, exclude_ids, min_score, ["id"])
         return [
             [ScoredId(id=int(hit["id"]), score=float(hit["distance"])) for hit in per_query]
             for per_query in results
@@ -335,8 +377,11 @@ class MilvusVectorStore:
         top_k: int,
         filter_expr: str,
         exclude_ids: Sequence[int],
+        min_score: float | None,
         output_fields: list[str],
     ) -> Any:
+        if min_score is not None and not -1.0 <= min_score < 1.0:
+            raise InvalidArgument(f"min_score must be in [-1, 1), got {min_score}")
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
         if vectors.ndim != 2 or len(vectors) == 0:
@@ -353,7 +398,7 @@ class MilvusVectorStore:
                 limit=top_k,
                 filter=" and ".join(clauses),
                 output_fields=output_fields,
-                search_params=_search_params(self._settings, top_k),
+                search_params=_search_params(self._settings, top_k, min_score),
                 anns_field="embedding",
             )
         except MilvusException as exc:
@@ -362,6 +407,36 @@ class MilvusVectorStore:
             raise StoreUnavailable(f"search in {self.name!r} failed: {exc.message}") from exc
         except Exception as exc:
             raise StoreUnavailable(f"search in {self.name!r} failed: {exc}") from exc
+
+    def ids_matching(self, filter_expr: str, limit: int = MAX_TOP_K) -> list[int]:
+        if not filter_expr.strip():
+            raise InvalidArgument("a filter expression is required (refusing to match everything)")
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            rows = self._client.query(
+                self.name, filter=filter_expr, output_fields=["id"], limit=limit
+            )
+        except MilvusException as exc:
+            raise InvalidFilter(f"filter {filter_expr!r} was refused: {exc.message}") from exc
+        except Exception as exc:
+            raise StoreUnavailable(f"query in {self.name!r} failed: {exc}") from exc
+        return [int(row["id"]) for row in rows]
+
+    def delete(self, ids: Sequence[int]) -> int:
+        present = self.existing_ids(ids)
+        if present:
+            self._call("delete", self.name, ids=sorted(present))
+        return len(present)
+
+    def describe(self) -> CollectionInfo:
+        physical = self._resolve_alias(self._client, self.name) or self.name
+        index_type, params = _index_params(self._settings)
+        return CollectionInfo(
+            name=self.name, physical_name=physical, count=self.count(), index_type=index_type,
+            index_params=dict(params), metric_type="IP",
+            spec=self._stored_spec(self._client, physical),
+        )
 
     def count(self) -> int:
         rows = self._call("query", self.name, filter="", output_fields=["count(*)"])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lookalike.core.errors import ConfigError, InvalidFilter, ModelSpecMismatch
+from lookalike.core.errors import ConfigError, InvalidArgument, InvalidFilter, ModelSpecMismatch
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
 from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
@@ -101,3 +101,26 @@ def test_flat_index_builds_and_answers(client: Any) -> None:
     records = _records(5)
     store.insert(records)
     assert store.search(np.stack([records[2].embedding]), top_k=1)[0][0].image.id == 3
+
+
+def test_range_search_delete_and_describe(client: Any) -> None:
+    """min_score keeps only closer hits; delete removes vectors; describe reports the collection."""
+    store = MilvusVectorStore.open(client, "images", SPEC, DIM, MilvusSettings())
+    records = _records(20)
+    store.insert(records)
+    query = np.stack([records[0].embedding])
+    everything = store.search(query, top_k=20)[0]
+    threshold = everything[3].score
+    close = store.search(query, top_k=20, min_score=threshold)[0]
+    assert [h.image.id for h in close] == [h.image.id for h in everything[:3]]
+    assert all(h.score > threshold for h in close)
+    assert len(store.ids_matching('label == "odd"')) == 10
+    assert store.delete([1, 2, 999]) == 2
+    assert store.count() == 18
+    assert store.get([1]) == [None]
+    info = store.describe()
+    assert (info.name, info.count, info.index_type, info.metric_type) == ("images", 18, "HNSW", "IP")
+    assert info.physical_name.startswith("images__")
+    assert info.spec == SPEC
+    with pytest.raises(InvalidArgument, match="filter expression is required"):
+        store.ids_matching(" ")
