@@ -144,6 +144,18 @@ def cmd_ui(settings: Settings, args: argparse.Namespace) -> int:
     os.execv(sys.executable, command)
 
 
+def _register_benchmarks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`lookalike bench <name>`: each benchmark module in bench/ adds its own sub-command."""
+    from importlib import import_module
+
+    for module in BENCHMARKS:
+        import_module(f"bench.{module}").register(commands)
+
+
+# Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
+BENCHMARKS: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="lookalike", description="Search by image.")
@@ -180,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--collection", help="collection name (default: per dataset and model)")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="benchmarks (results go to docs/BENCHMARKS.md)")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    _register_benchmarks(bench_commands)
 
     ui = sub.add_parser("ui", help="start the Streamlit UI")
     ui.add_argument("--host", default="127.0.0.1")
