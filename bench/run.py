@@ -68,7 +68,7 @@ def bench_ingest_and_search(dataset: Path, queries: int) -> list[str]:
         finally:
             server.stop(grace_s=1.0)
     return [
-        f"Ingest: {report.seen} images of `{dataset.name}` in {report.seconds:.1f} s = "
+        f"Ingest: {report.seen} images of `{dataset.parent.name}` in {report.seconds:.1f} s = "
         f"**{report.images_per_s:.1f} images/s** end to end (read, hash, decode, embed, "
         f"blobs + Milvus Lite; {embedder.spec.backbone}).",
         "",
