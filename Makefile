@@ -75,8 +75,10 @@ eval: install ## evaluate on every set in $(DATASETS) and write docs/QUALITY.md
 	$(BIN)/python -m bench.eval --datasets $(DATASETS) --out docs/QUALITY.md
 
 .PHONY: bench
-bench: install ## ingestion and search benchmarks (paste the output into docs/BENCHMARKS.md)
+bench: install ## every benchmark: embed/search, ingest, API (paste the output into docs/BENCHMARKS.md)
 	$(BIN)/python -m bench.run --datasets $(DATASETS)
+	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
+	$(BIN)/lookalike bench api --datasets $(DATASETS)
 
 .PHONY: clean
 clean: ## remove caches (keeps .venv and data/)

@@ -40,22 +40,71 @@ def _print_report(report: IngestReport, report_path: Path | None) -> None:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    """Ingest a folder of images."""
+    """Ingest a folder, s3://bucket/prefix, tar shard(s) or list file of paths/URLs."""
     from lookalike.ingestion.demo import write_demo_images
-    from lookalike.ingestion.sources import folder_items
+    from lookalike.ingestion.metrics import IngestMetrics
+    from lookalike.ingestion.sources import LIST_SUFFIXES, open_source
 
-    root = write_demo_images(settings.data_dir / "demo") if args.demo else Path(args.path)
+    source = str(write_demo_images(settings.data_dir / "demo")) if args.demo else args.path
+    # Stores first: one that cannot be reached fails the command before any work starts.
+    blobs = blobs_from(settings)
+    items = open_source(source, settings.blobs, settings.ingest.fetch_timeout_s)
     embedder = embedder_from(settings)
     store = store_from(settings, embedder, args.collection)
-    blobs = blobs_from(settings)
-    items = list(folder_items(root))
-    print(f"ingesting {len(items)} images from {root} into {store.name!r} "
-          f"({embedder.spec.backbone}, {embedder.device})")
-    report = pipeline_from(settings, embedder, store, blobs).run(
-        items, total=len(items), progress=not args.no_progress
-    )
+    total: int | None = None
+    if Path(source).is_dir() or Path(source).suffix.lower() in LIST_SUFFIXES:
+        listed = list(items)  # folders and lists are cheap to count, which gives the bar an ETA
+        total, items = len(listed), iter(listed)
+    print(f"ingesting {'' if total is None else f'{total} images '}from {source} into "
+          f"{store.name!r} ({embedder.spec.backbone}, {embedder.device})")
+    with IngestMetrics() as metrics:
+        if settings.ingest.metrics_port:
+            metrics.serve(settings.ingest.metrics_host, settings.ingest.metrics_port)
+        report = pipeline_from(settings, embedder, store, blobs, metrics).run(
+            items, total=total, progress=not args.no_progress
+        )
     _print_report(report, Path(args.report) if args.report else None)
+    print("stage seconds (busy): " + ", ".join(
+        f"{stage} {seconds:.1f}" for stage, seconds in report.stage_seconds.items()
+    ) + (f"; {report.retries} write retries" if report.retries else ""))
     return EXIT_SOME_FILES_FAILED if report.failed else EXIT_OK
+
+
+def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
+    """List near-duplicate pairs (one Milvus range search per stored image)."""
+    from lookalike.ingestion.maintenance import near_duplicates
+
+    embedder = embedder_from(settings)
+    store = store_from(settings, embedder, args.collection)
+    pairs = 0
+    for pair in near_duplicates(store, args.threshold, max_per_image=args.max_per_image):
+        first, second = store.get([pair.first, pair.second])
+        if args.json:
+            print(json.dumps({"score": round(pair.score, 6), "first": pair.first,
+                              "second": pair.second,
+                              "first_source": first.source if first else "",
+                              "second_source": second.source if second else ""}))
+        else:
+            print(f"{pair.score:.4f}  {pair.first}  {pair.second}  "
+                  f"{first.source if first else '?'}  {second.source if second else '?'}")
+        pairs += 1
+    print(f"{pairs} near-duplicate pairs at cosine >= {args.threshold}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete images by id or filter: the vector first, then the blob and thumbnail."""
+    from lookalike.ingestion.maintenance import delete_images, delete_matching
+
+    blobs = blobs_from(settings)
+    embedder = embedder_from(settings)
+    store = store_from(settings, embedder, args.collection)
+    if args.filter:
+        removed = delete_matching(store, blobs, args.filter)
+    else:
+        removed = delete_images(store, blobs, args.id)
+    print(f"deleted {removed} images from {store.name!r}")
+    return EXIT_OK
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -67,12 +116,22 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     server_settings = settings.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
-    embedder = embedder_from(settings)
-    store = store_from(settings, embedder)
+    from lookalike.compose import query_embedder_from, store_for_spec
+
+    embedder = query_embedder_from(settings)
+    store = store_for_spec(settings, embedder.spec)
     engine = engine_from(settings, embedder, store, blobs_from(settings))
-    running = start_server(engine, server_settings)
+    running = start_server(engine, server_settings, thumbnail_px=settings.ingest.thumbnail_px,
+                           max_pixels=settings.model.max_pixels)
+    where = (f"remote EmbedService {settings.embed_service.address}"
+             if settings.embed_service.address else "in process")
+    extras = [("TLS" if running.tls else "plaintext"),
+              ("token auth" if server_settings.tokens else "no auth")]
+    if running.metrics_port:
+        extras.append(f"metrics on http://{server_settings.metrics_host}:{running.metrics_port}/metrics")
     print(f"gRPC server on {server_settings.host}:{running.port} "
-          f"(collection {store.name!r}: {store.count()} images, {embedder.spec.backbone})",
+          f"(collection {store.name!r}: {store.count()} images, {embedder.spec.backbone} "
+          f"{where}; {', '.join(extras)})",
           flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,8 +147,12 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
     data = Path(args.image).read_bytes()
     address = args.address or settings.client.address
-    with LookalikeClient(address, timeout_s=settings.client.timeout_s) as client:
-        response = client.search(image=data, top_k=args.top_k, filter_expr=args.filter)
+    client_settings = settings.client
+    with LookalikeClient(address, timeout_s=client_settings.timeout_s,
+                         token=client_settings.token.get_secret_value(),
+                         tls_ca=client_settings.tls_ca) as client:
+        response = client.search(image=data, top_k=args.top_k, filter_expr=args.filter,
+                                 min_score=args.min_score)
     print(f"{len(response.hits)} results in {response.took_ms:.1f} ms from {response.collection!r}")
     print(f"{'rank':>4}  {'id':>20}  {'score':>6}  {'label':<16}  source")
     for rank, hit in enumerate(response.hits, 1):
@@ -102,7 +165,8 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     from lookalike.services.client import LookalikeClient
 
     address = args.address or settings.client.address
-    with LookalikeClient(address, timeout_s=args.timeout) as client:
+    with LookalikeClient(address, timeout_s=args.timeout,
+                         tls_ca=settings.client.tls_ca) as client:
         serving = client.healthy()
     print(f"{address}: {'SERVING' if serving else 'NOT SERVING'}")
     return EXIT_OK if serving else EXIT_ERROR
@@ -153,7 +217,7 @@ def _register_benchmarks(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 # Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
-BENCHMARKS: tuple[str, ...] = ()
+BENCHMARKS: tuple[str, ...] = ("ingest", "api")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,13 +225,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookalike", description="Search by image.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ingest = sub.add_parser("ingest", help="ingest a folder of images (recursively)")
-    ingest.add_argument("path", nargs="?", help="folder of images; its sub-folder names are labels")
+    ingest = sub.add_parser(
+        "ingest", help="ingest a folder, s3://bucket/prefix, tar shard(s) or list of paths/URLs"
+    )
+    ingest.add_argument(
+        "path", nargs="?",
+        help="folder (sub-folder names are labels), s3://bucket/prefix, shard.tar (or a glob "
+             "like 'shards/*.tar'), or a .txt/.lst file with one path or http(s) URL per line",
+    )
     ingest.add_argument("--demo", action="store_true", help="ingest the bundled demo photographs")
     ingest.add_argument("--collection", help="collection name (default: settings)")
     ingest.add_argument("--report", help="write failed files as JSONL to this path")
     ingest.add_argument("--no-progress", action="store_true")
     ingest.set_defaults(func=cmd_ingest)
+
+    dedup = sub.add_parser("dedup", help="list near-duplicate pairs above a similarity")
+    dedup.add_argument("--threshold", type=float, default=0.95, help="cosine similarity")
+    dedup.add_argument("--max-per-image", type=int, default=64)
+    dedup.add_argument("--collection", help="collection name (default: settings)")
+    dedup.add_argument("--json", action="store_true", help="one JSON object per pair")
+    dedup.set_defaults(func=cmd_dedup)
+
+    delete = sub.add_parser("delete", help="delete images (vector, then blob and thumbnail)")
+    which = delete.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, nargs="+", help="ids to delete")
+    which.add_argument("--filter", help='filter expression, e.g. label == "junk"')
+    delete.add_argument("--collection", help="collection name (default: settings)")
+    delete.set_defaults(func=cmd_delete)
 
     serve = sub.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--host")
@@ -178,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("image")
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument("--filter", default="", help='e.g. label == "beach"')
+    search.add_argument("--min-score", type=float, help="only hits scoring above this (cosine)")
     search.add_argument("--address", help="server host:port (default: settings)")
     search.set_defaults(func=cmd_search)
 

@@ -69,23 +69,63 @@ class ServerSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
-    workers: int = Field(8, ge=1, le=256)
+    workers: int = Field(64, ge=1, le=1024, description="Threads serving calls concurrently.")
+    max_concurrent_rpcs: int = Field(
+        256, ge=1, description="Calls in progress or waiting for a thread; more: RESOURCE_EXHAUSTED."
+    )
     max_message_mb: int = Field(32, ge=1, le=1024)
     max_top_k: int = Field(16384, ge=1, le=16384)
+    batching: bool = Field(True, description="Coalesce concurrent embeddings into model batches.")
+    batch_max_size: int = Field(32, ge=1, le=1024, description="Images per model batch at most.")
+    batch_max_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="How long the first image of a batch waits for more."
+    )
+    batch_queue_size: int = Field(
+        256, ge=1, description="Images waiting for the model at most; more: RESOURCE_EXHAUSTED."
+    )
+    tokens: list[SecretStr] = Field(
+        default_factory=list, description="Bearer tokens accepted; empty: no authentication."
+    )
+    tls_cert: str = Field("", description="PEM certificate chain; with tls_key, serve TLS only.")
+    tls_key: str = Field("", description="PEM private key of tls_cert.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="0: no Prometheus /metrics endpoint.")
+    metrics_host: str = "127.0.0.1"
+    health_interval_s: float = Field(5.0, gt=0, description="How often the stores are pinged.")
 
 
 class ClientSettings(_Section):
-    """How clients (CLI search, UI) reach the gRPC server."""
+    """How clients (CLI search, UI, a remote embedder's callers) reach the gRPC server."""
 
     address: str = "127.0.0.1:50051"
     timeout_s: float = Field(30.0, gt=0)
+    token: SecretStr = SecretStr("")
+    tls_ca: str = Field("", description="PEM CA certificate; set it to connect with TLS.")
+
+
+class EmbedServiceSettings(_Section):
+    """Where queries are embedded: in process (empty address) or a remote EmbedService."""
+
+    address: str = Field("", description="host:port of a remote EmbedService; empty: in process.")
+    timeout_s: float = Field(30.0, gt=0)
+    token: SecretStr = SecretStr("")
+    tls_ca: str = Field("", description="PEM CA certificate; set it to connect with TLS.")
 
 
 class IngestSettings(_Section):
     """The ingestion pipeline."""
 
     decode_workers: int = Field(4, ge=1, le=64)
+    write_workers: int = Field(4, ge=1, le=64, description="Parallel blob uploads per batch.")
     thumbnail_px: int = Field(256, ge=32, le=1024)
+    queue_batches: int = Field(2, ge=1, le=64, description="Batches each stage queue may hold.")
+    retry_initial_s: float = Field(0.2, gt=0, description="First wait before retrying a write.")
+    retry_max_s: float = Field(5.0, gt=0, description="Cap of the exponential backoff.")
+    retry_deadline_s: float = Field(
+        300.0, gt=0, description="Give up on a write that keeps failing for this long."
+    )
+    fetch_timeout_s: float = Field(30.0, gt=0, description="Timeout of one http(s) fetch.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="0: no Prometheus endpoint.")
+    metrics_host: str = "127.0.0.1"
 
 
 class Settings(BaseSettings):
@@ -101,6 +141,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     server: ServerSettings = ServerSettings()
     client: ClientSettings = ClientSettings()
+    embed_service: EmbedServiceSettings = EmbedServiceSettings()
     ingest: IngestSettings = IngestSettings()
 
     @property

@@ -1,34 +1,53 @@
-"""The ingestion pipeline: read + hash + decode (threads) overlapping embed and writes.
+"""The ingestion pipeline: read -> decode -> embed -> write, as stages joined by bounded queues.
 
-Idempotent: ids come from content hashes and ids already stored are skipped with one vector-store
-query per batch. A bad file never stops the run: it is reported with its reason. Blobs are written
-before vectors, so a stored vector never points at a missing blob.
+    reader thread    read + sha256 (pool), skip ids already stored (one query per batch)
+        │ queue (queue_batches)
+    decode thread    decode + thumbnail (pool of decode_workers)
+        │ queue
+    calling thread   batched inference
+        │ queue
+    writer thread    blobs (pool of write_workers), then vectors; report, progress, metrics
+
+Full queues block the stage before them (backpressure), so memory stays bounded while decode
+and writes overlap inference. Idempotent: ids come from content hashes. A bad file never stops
+the run: it is reported with its reason. Blobs are written before vectors, so a stored vector
+never points at a missing blob; writes retry with capped exponential backoff.
 """
 
 from __future__ import annotations
 
 import io
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
+from typing import TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 from tqdm import tqdm
 
 from lookalike.core.blob_store import BlobStore
+from lookalike.core.errors import StoreUnavailable
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, image_key, thumb_key
 from lookalike.core.vector_store import VectorStore
 from lookalike.embedder.errors import ImageError
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.sources import SourceItem
+from lookalike.ingestion.metrics import STAGES, IngestMetrics
+from lookalike.ingestion.retry import RetryPolicy, with_retry
+from lookalike.ingestion.sources import Item
 
 _FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
                "TIFF": "tif", "MPO": "jpg"}
 _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                   "gif": "image/gif", "bmp": "image/bmp", "tif": "image/tiff"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +60,7 @@ class Failure:
 
 @dataclass(slots=True)
 class IngestReport:
-    """What one run did."""
+    """What one run did, and where its time went (busy seconds per stage)."""
 
     seen: int = 0
     added: int = 0
@@ -49,6 +68,8 @@ class IngestReport:
     duplicates: int = 0
     failed: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    retries: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property
     def images_per_s(self) -> float:
@@ -58,7 +79,6 @@ class IngestReport:
 
 @dataclass(frozen=True, slots=True)
 class _Decoded:
-    item: SourceItem
     meta: ImageMeta
     image: Image.Image
     data: bytes
@@ -66,15 +86,31 @@ class _Decoded:
 
 
 @dataclass(slots=True)
-class _Prepared:
+class _Batch:
+    """One batch as it moves through the stages."""
+
+    seen: int
+    loaded: list[tuple[int, Item, bytes, str]] = field(default_factory=list)
     decoded: list[_Decoded] = field(default_factory=list)
+    vectors: NDArray[np.float32] | None = None
     already_stored: int = 0
     duplicates: int = 0
     failed: list[Failure] = field(default_factory=list)
-    seen: int = 0
 
 
-def _batches(items: Iterable[SourceItem], size: int) -> Iterator[list[SourceItem]]:
+@dataclass(slots=True)
+class _SeenIds:
+    """Ids met earlier in this run: found already stored, or claimed for writing by this run."""
+
+    stored_before: set[int] = field(default_factory=set)
+    claimed: set[int] = field(default_factory=set)
+
+
+class _Stopped(Exception):
+    """Another stage failed; this one stops quietly."""
+
+
+def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     it = iter(items)
     while batch := list(islice(it, size)):
         yield batch
@@ -95,6 +131,10 @@ def detect_extension(data: bytes) -> str:
         return _FORMAT_EXT.get(str(probe.format), str(probe.format).lower())
 
 
+def _read_reason(exc: OSError) -> str:
+    return f"cannot read: {exc.strerror or exc}"
+
+
 class IngestPipeline:
     """Ingests source items into one collection; safe to run again on the same items."""
 
@@ -107,6 +147,10 @@ class IngestPipeline:
         batch_size: int,
         decode_workers: int,
         thumbnail_px: int,
+        write_workers: int = 4,
+        queue_batches: int = 2,
+        retry: RetryPolicy | None = None,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -114,59 +158,184 @@ class IngestPipeline:
         self.batch_size = batch_size
         self.decode_workers = decode_workers
         self.thumbnail_px = thumbnail_px
+        self.write_workers = write_workers
+        self.queue_batches = queue_batches
+        self.retry = retry or RetryPolicy()
+        self.metrics = metrics
+        self._lock = threading.Lock()
 
     def run(
-        self, items: Iterable[SourceItem], total: int | None = None, progress: bool = True
+        self, items: Iterable[Item], total: int | None = None, progress: bool = True
     ) -> IngestReport:
-        """Ingest every item; never raises for a bad file, only for stores that fail."""
+        """Ingest every item; never raises for a bad file, only for stores that stay down."""
         report = IngestReport()
         self.embedder.load()
         started = time.perf_counter()
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        to_decode: queue.Queue[_Batch | None] = queue.Queue(self.queue_batches)
+        to_embed: queue.Queue[_Batch | None] = queue.Queue(self.queue_batches)
+        to_write: queue.Queue[_Batch | None] = queue.Queue(self.queue_batches)
         bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True)
-        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as decoders, \
-                ThreadPoolExecutor(1, thread_name_prefix="prepare") as preparer:
-            # Batch i+1 is read and decoded while batch i is embedded and written; ids written
-            # by this run are remembered because batch i+1 asked the store before they landed.
-            written: set[int] = set()
-            pending: Future[_Prepared] | None = None
-            for batch in _batches(items, self.batch_size):
-                upcoming = preparer.submit(self._prepare, batch, decoders)
-                if pending is not None:
-                    self._finish(pending.result(), report, bar, written)
-                pending = upcoming
-            if pending is not None:
-                self._finish(pending.result(), report, bar, written)
-        bar.close()
+
+        def stage(body: Callable[[], None]) -> Callable[[], None]:
+            def guarded() -> None:
+                try:
+                    body()
+                except _Stopped:
+                    pass
+                except BaseException as exc:  # handed to the calling thread, which re-raises
+                    errors.append(exc)
+                    stop.set()
+            return guarded
+
+        def put(q: queue.Queue[_Batch | None], batch: _Batch | None) -> None:
+            while True:
+                if stop.is_set():
+                    raise _Stopped
+                try:
+                    q.put(batch, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def get(q: queue.Queue[_Batch | None]) -> _Batch | None:
+            while True:
+                if stop.is_set():
+                    raise _Stopped
+                try:
+                    return q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="read") as readers, \
+                ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as decoders, \
+                ThreadPoolExecutor(self.write_workers, thread_name_prefix="write") as writers:
+
+            def read_stage() -> None:
+                seen = _SeenIds()
+                for batch in _batches(items, self.batch_size):
+                    put(to_decode, self._load(batch, readers, seen, report))
+                put(to_decode, None)
+
+            def decode_stage() -> None:
+                while (batch := get(to_decode)) is not None:
+                    self._timed(report, "decode", partial(self._decode_batch, batch, decoders))
+                    put(to_embed, batch)
+                put(to_embed, None)
+
+            def write_stage() -> None:
+                while (batch := get(to_write)) is not None:
+                    self._write(batch, writers, report)
+                    self._account(batch, report, bar)
+
+            threads = [
+                threading.Thread(target=stage(body), name=f"ingest-{name}", daemon=True)
+                for name, body in (("read", read_stage), ("decode", decode_stage),
+                                   ("write", write_stage))
+            ]
+            for thread in threads:
+                thread.start()
+            try:
+                stage(lambda: self._embed_stage(get, put, to_embed, to_write, report))()
+            finally:
+                if errors:
+                    stop.set()
+                for thread in threads:
+                    thread.join()
+                bar.close()
+        if errors:
+            raise errors[0]
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prepare(self, batch: Sequence[SourceItem], decoders: ThreadPoolExecutor) -> _Prepared:
-        prepared = _Prepared(seen=len(batch))
-        loaded: dict[int, tuple[SourceItem, bytes, str]] = {}
-        for item in batch:
-            try:
-                data = item.read()
-            except OSError as exc:
-                prepared.failed.append(Failure(item.source, f"cannot read file: {exc.strerror}"))
-                continue
-            image_id, digest = content_id(data)
-            if image_id in loaded:
-                prepared.duplicates += 1
-                continue
-            loaded[image_id] = (item, data, digest)
-        existing = self.store.existing_ids(list(loaded))
-        prepared.already_stored = len(existing)
-        todo = [(i, *v) for i, v in loaded.items() if i not in existing]
-        for result in decoders.map(lambda args: self._decode(*args), todo):
-            if isinstance(result, Failure):
-                prepared.failed.append(result)
-            else:
-                prepared.decoded.append(result)
-        return prepared
+    def _embed_stage(
+        self,
+        get: Callable[[queue.Queue[_Batch | None]], _Batch | None],
+        put: Callable[[queue.Queue[_Batch | None], _Batch | None], None],
+        source: queue.Queue[_Batch | None],
+        sink: queue.Queue[_Batch | None],
+        report: IngestReport,
+    ) -> None:
+        while (batch := get(source)) is not None:
+            if batch.decoded:
+                images = [d.image for d in batch.decoded]
+                batch.vectors = self._timed(
+                    report, "embed", partial(self.embedder.embed_images, images)
+                )
+            put(sink, batch)
+        put(sink, None)
 
-    def _decode(
-        self, image_id: int, item: SourceItem, data: bytes, digest: str
-    ) -> _Decoded | Failure:
+    def _timed(self, report: IngestReport, stage: str, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            elapsed = time.perf_counter() - started
+            report.stage_seconds[stage] += elapsed
+            if self.metrics is not None:
+                self.metrics.stage_seconds.labels(stage=stage).observe(elapsed)
+
+    def _with_retry(self, call: Callable[[], T], what: str, store: str,
+                    report: IngestReport) -> T:
+        def counted(_: StoreUnavailable) -> None:
+            with self._lock:
+                report.retries += 1
+            if self.metrics is not None:
+                self.metrics.retries.labels(store=store).inc()
+
+        return with_retry(call, what, self.retry, on_retry=counted)
+
+    def _load(
+        self, items: Sequence[Item], readers: ThreadPoolExecutor, seen: _SeenIds,
+        report: IngestReport,
+    ) -> _Batch:
+        """Read and hash a batch; drop duplicates and ids already stored (one query)."""
+        batch = _Batch(seen=len(items))
+        started = time.perf_counter()
+
+        def read(item: Item) -> tuple[Item, bytes] | Failure:
+            try:
+                return item, item.read()
+            except OSError as exc:
+                return Failure(item.source, _read_reason(exc))
+
+        fresh: dict[int, tuple[Item, bytes, str]] = {}
+        for result in readers.map(read, items):
+            if isinstance(result, Failure):
+                batch.failed.append(result)
+                continue
+            item, data = result
+            image_id, digest = content_id(data)
+            if image_id in seen.stored_before:
+                batch.already_stored += 1
+            elif image_id in seen.claimed or image_id in fresh:
+                batch.duplicates += 1
+            else:
+                fresh[image_id] = (item, data, digest)
+        existing = self._with_retry(
+            lambda: self.store.existing_ids(list(fresh)), "Milvus query of stored ids", "milvus",
+            report,
+        ) if fresh else set()
+        batch.already_stored += len(existing)
+        batch.loaded = [(i, *v) for i, v in fresh.items() if i not in existing]
+        seen.stored_before.update(existing)
+        seen.claimed.update(fresh)
+        elapsed = time.perf_counter() - started
+        report.stage_seconds["read"] += elapsed
+        if self.metrics is not None:
+            self.metrics.stage_seconds.labels(stage="read").observe(elapsed)
+        return batch
+
+    def _decode_batch(self, batch: _Batch, decoders: ThreadPoolExecutor) -> None:
+        for result in decoders.map(lambda args: self._decode(*args), batch.loaded):
+            if isinstance(result, Failure):
+                batch.failed.append(result)
+            else:
+                batch.decoded.append(result)
+        batch.loaded = []
+
+    def _decode(self, image_id: int, item: Item, data: bytes, digest: str) -> _Decoded | Failure:
         try:
             image = self.embedder.decode(data)
             ext = detect_extension(data)
@@ -177,28 +346,56 @@ class IngestPipeline:
             label=item.label, width=image.width, height=image.height,
             ingested_at=int(time.time()),
         )
-        return _Decoded(item, meta, image, data, thumbnail_jpeg(image, self.thumbnail_px))
+        return _Decoded(meta, image, data, thumbnail_jpeg(image, self.thumbnail_px))
 
-    def _finish(
-        self, prepared: _Prepared, report: IngestReport, bar: tqdm, written: set[int]
-    ) -> None:
-        decoded = [d for d in prepared.decoded if d.meta.id not in written]
-        report.duplicates += len(prepared.decoded) - len(decoded)
-        if decoded:
-            vectors = self.embedder.embed_images([d.image for d in decoded])
-            for d in decoded:
-                ext = d.meta.blob_key.rsplit(".", 1)[-1]
-                self.blobs.put(d.meta.blob_key, d.data, _CONTENT_TYPES.get(ext, "image/" + ext))
-                self.blobs.put(thumb_key(d.meta.sha256), d.thumbnail, "image/jpeg")
-            self.store.insert(
-                [ImageRecord(meta=d.meta, embedding=v) for d, v in zip(decoded, vectors, strict=True)]
+    def _write(self, batch: _Batch, writers: ThreadPoolExecutor, report: IngestReport) -> None:
+        """Blobs of the batch (in parallel), then its vectors once every blob is stored."""
+        if not batch.decoded or batch.vectors is None:
+            return
+        puts: list[tuple[str, bytes, str]] = []
+        for d in batch.decoded:
+            ext = d.meta.blob_key.rsplit(".", 1)[-1]
+            puts.append((d.meta.blob_key, d.data, _CONTENT_TYPES.get(ext, "image/" + ext)))
+            puts.append((thumb_key(d.meta.sha256), d.thumbnail, "image/jpeg"))
+
+        def put_blob(args: tuple[str, bytes, str]) -> None:
+            key, data, content_type = args
+            self._with_retry(
+                lambda: self.blobs.put(key, data, content_type), f"blob put of {key}", "blobs",
+                report,
             )
-            written.update(d.meta.id for d in decoded)
-        report.seen += prepared.seen
-        report.added += len(decoded)
-        report.already_stored += prepared.already_stored
-        report.duplicates += prepared.duplicates
-        report.failed.extend(prepared.failed)
-        bar.update(prepared.seen)
-        if bar.format_dict.get("elapsed"):
-            bar.set_postfix(added=report.added, failed=len(report.failed), refresh=False)
+
+        self._timed(report, "write_blobs", lambda: list(writers.map(put_blob, puts)))
+        records = [ImageRecord(meta=d.meta, embedding=v)
+                   for d, v in zip(batch.decoded, batch.vectors, strict=True)]
+        self._timed(report, "write_vectors", lambda: self._insert(records, report))
+
+    def _insert(self, records: list[ImageRecord], report: IngestReport) -> None:
+        """Insert with retries; a retry first asks which ids landed, so none is stored twice."""
+        attempt = 0
+
+        def insert() -> None:
+            nonlocal attempt
+            attempt += 1
+            todo = records
+            if attempt > 1:
+                landed = self.store.existing_ids([r.meta.id for r in records])
+                todo = [r for r in records if r.meta.id not in landed]
+            self.store.insert(todo)
+
+        self._with_retry(insert, f"Milvus insert of {len(records)} vectors", "milvus", report)
+
+    def _account(self, batch: _Batch, report: IngestReport, bar: tqdm) -> None:
+        added = len(batch.decoded)
+        report.seen += batch.seen
+        report.added += added
+        report.already_stored += batch.already_stored
+        report.duplicates += batch.duplicates
+        report.failed.extend(batch.failed)
+        if self.metrics is not None:
+            for outcome, count in (("added", added), ("already_stored", batch.already_stored),
+                                   ("duplicate", batch.duplicates),
+                                   ("failed", len(batch.failed))):
+                self.metrics.images.labels(outcome=outcome).inc(count)
+        bar.update(batch.seen)
+        bar.set_postfix(added=report.added, failed=len(report.failed), refresh=False)

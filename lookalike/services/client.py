@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -13,6 +16,8 @@ from numpy.typing import NDArray
 
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+Reply = TypeVar("Reply")
 
 
 class ClientError(Exception):
@@ -31,7 +36,7 @@ class ClientError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One search result."""
+    """One search result (or, from `get`, one stored image with score 0)."""
 
     id: int
     score: float
@@ -44,15 +49,42 @@ class Hit:
     thumbnail: bytes
     thumbnail_url: str
     image_url: str
+    blob_key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    ingested_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SearchResponse:
-    """Hits best first and the server-side time."""
+    """Hits best first, the server-side time, and the model's share of it."""
 
     hits: list[Hit]
     took_ms: float
     collection: str
+    embed_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """One query of `batch_search`: exactly one of image, image_id, vector."""
+
+    image: bytes | None = None
+    image_id: int | None = None
+    vector: NDArray[np.float32] | None = None
+    top_k: int = 10
+    filter_expr: str = ""
+    min_score: float | None = None
+    include_thumbnails: bool = False
+    ids_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSearchResult:
+    """One query's response, or the status it failed with."""
+
+    response: SearchResponse | None
+    error_code: str = ""
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +95,148 @@ class EmbedResult:
     error: str = ""
 
 
-class LookalikeClient:
-    """Blocking client; use as a context manager or call `close()`."""
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """The model that produced a set of descriptors."""
 
-    def __init__(self, address: str, timeout_s: float = 30.0, max_message_mb: int = 32) -> None:
+    backbone: str
+    weights: str
+    pooling: str
+    gem_p: float
+    input_size: int
+    resize: str
+    whitening: str
+    dim: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResponse:
+    """One result per image, in order, and the model's spec."""
+
+    results: list[EmbedResult]
+    model: ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertItem:
+    """An encoded image and its metadata."""
+
+    image: bytes
+    label: str = ""
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """The stored image (created or replaced), or why it was not stored."""
+
+    image: Hit | None
+    created: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetResponse:
+    """Stored images among the ids asked for, and the ids that are not stored."""
+
+    images: list[Hit]
+    missing_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What the collection holds and how it is indexed."""
+
+    collection: str
+    physical_collection: str
+    count: int
+    index_type: str
+    index_params: dict[str, str]
+    metric_type: str
+    model: ModelSpec
+
+
+def _hit(h: pb.Hit) -> Hit:
+    return Hit(id=h.id, score=h.score, label=h.label, source=h.source, sha256=h.sha256,
+               width=h.width, height=h.height, tags=tuple(h.tags), thumbnail=h.thumbnail,
+               thumbnail_url=h.thumbnail_url, image_url=h.image_url, blob_key=h.blob_key,
+               meta=json.loads(h.meta_json) if h.meta_json else {}, ingested_at=h.ingested_at)
+
+
+def _spec(m: pb.ModelSpec) -> ModelSpec:
+    return ModelSpec(backbone=m.backbone, weights=m.weights, pooling=m.pooling, gem_p=m.gem_p,
+                     input_size=m.input_size, resize=m.resize, whitening=m.whitening, dim=m.dim,
+                     version=m.version)
+
+
+def _search_response(r: pb.SearchResponse) -> SearchResponse:
+    return SearchResponse(hits=[_hit(h) for h in r.hits], took_ms=r.took_ms,
+                          collection=r.collection, embed_ms=r.embed_ms)
+
+
+def _search_request(q: SearchQuery) -> pb.SearchRequest:
+    given = sum(x is not None for x in (q.image, q.image_id, q.vector))
+    if given != 1:
+        raise ValueError("pass exactly one of image, image_id, vector")
+    request = pb.SearchRequest(top_k=q.top_k, filter=q.filter_expr,
+                               include_thumbnails=q.include_thumbnails, ids_only=q.ids_only)
+    if q.image is not None:
+        request.image = q.image
+    elif q.image_id is not None:
+        request.id = q.image_id
+    else:
+        assert q.vector is not None
+        request.vector.values.extend(np.asarray(q.vector, dtype=np.float32).reshape(-1).tolist())
+    if q.min_score is not None:
+        request.min_score = q.min_score
+    return request
+
+
+class LookalikeClient:
+    """Blocking client; use as a context manager or call `close()`.
+
+    `token` is sent as `authorization: Bearer <token>`; `tls_ca` (a PEM file) switches to TLS,
+    verifying the server against that CA (`tls_server_name` overrides the name checked).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        timeout_s: float = 30.0,
+        max_message_mb: int = 32,
+        *,
+        token: str = "",
+        tls_ca: str = "",
+        tls_server_name: str = "",
+    ) -> None:
         max_bytes = max_message_mb * 1024 * 1024
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
-                # Reconnect quickly once a server that was down comes back.
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.min_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
-        )
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            # Reconnect quickly once a server that was down comes back.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        if tls_ca:
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
         self.address = address
         self.timeout_s = timeout_s
+        self.config = ClientConfig(address, timeout_s, token, tls_ca)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
         self._search = pb_grpc.SearchServiceStub(self._channel)
         self._embed = pb_grpc.EmbedServiceStub(self._channel)
+        self._catalog = pb_grpc.CatalogServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> LookalikeClient:
@@ -98,58 +252,109 @@ class LookalikeClient:
         """Close the channel."""
         self._channel.close()
 
+    def _call(self, method: Callable[..., Reply], request: Any, timeout_s: float | None) -> Reply:
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise ClientError(exc.code(), exc.details() or "") from None
+
     def search(
         self,
         *,
         image: bytes | None = None,
         image_id: int | None = None,
+        vector: NDArray[np.float32] | None = None,
         top_k: int = 10,
         filter_expr: str = "",
+        min_score: float | None = None,
         include_thumbnails: bool = False,
         ids_only: bool = False,
+        timeout_s: float | None = None,
     ) -> SearchResponse:
-        """Images most like `image` (encoded bytes) or like the stored image `image_id`.
+        """Images most like `image` (encoded bytes), the stored image `image_id`, or `vector`.
 
-        With `ids_only`, hits carry only id and score (the cheap way to get deep rankings).
+        With `min_score`, only hits scoring above it; with `ids_only`, hits carry only id and
+        score (the cheap way to get deep rankings).
         """
-        if (image is None) == (image_id is None):
-            raise ValueError("pass exactly one of image, image_id")
-        request = pb.SearchRequest(
-            top_k=top_k, filter=filter_expr, include_thumbnails=include_thumbnails,
-            ids_only=ids_only,
-        )
-        if image is not None:
-            request.image = image
-        else:
-            assert image_id is not None
-            request.id = image_id
-        try:
-            response = self._search.Search(request, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise ClientError(exc.code(), exc.details() or "") from None
-        return SearchResponse(
-            hits=[
-                Hit(id=h.id, score=h.score, label=h.label, source=h.source, sha256=h.sha256,
-                    width=h.width, height=h.height, tags=tuple(h.tags), thumbnail=h.thumbnail,
-                    thumbnail_url=h.thumbnail_url, image_url=h.image_url)
-                for h in response.hits
+        request = _search_request(SearchQuery(
+            image=image, image_id=image_id, vector=vector, top_k=top_k, filter_expr=filter_expr,
+            min_score=min_score, include_thumbnails=include_thumbnails, ids_only=ids_only,
+        ))
+        return _search_response(self._call(self._search.Search, request, timeout_s))
+
+    def batch_search(
+        self, queries: Sequence[SearchQuery], timeout_s: float | None = None
+    ) -> list[BatchSearchResult]:
+        """One response or error per query, in order."""
+        request = pb.BatchSearchRequest(requests=[_search_request(q) for q in queries])
+        response = self._call(self._search.BatchSearch, request, timeout_s)
+        return [
+            BatchSearchResult(response=_search_response(r.response))
+            if r.WhichOneof("result") == "response"
+            else BatchSearchResult(response=None, error_code=r.error.code, error=r.error.message)
+            for r in response.results
+        ]
+
+    def embed_with_model(
+        self, images: Sequence[bytes], timeout_s: float | None = None
+    ) -> EmbedResponse:
+        """One embedding or error per encoded image, in order, and the model's spec."""
+        response = self._call(self._embed.Embed, pb.EmbedRequest(images=list(images)), timeout_s)
+        return EmbedResponse(
+            results=[
+                EmbedResult(vector=np.asarray(r.embedding.values, dtype=np.float32))
+                if r.WhichOneof("result") == "embedding"
+                else EmbedResult(vector=None, error=f"{r.error.code}: {r.error.message}")
+                for r in response.results
             ],
-            took_ms=response.took_ms,
-            collection=response.collection,
+            model=_spec(response.model),
         )
 
     def embed(self, images: Sequence[bytes]) -> list[EmbedResult]:
         """One embedding or error per encoded image, in order."""
-        try:
-            response = self._embed.Embed(pb.EmbedRequest(images=list(images)), timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise ClientError(exc.code(), exc.details() or "") from None
+        return self.embed_with_model(images).results
+
+    def upsert(self, items: Sequence[UpsertItem], timeout_s: float | None = None) -> list[UpsertResult]:
+        """Store images with metadata (replacing the metadata of those already stored)."""
+        request = pb.UpsertRequest(items=[
+            pb.UpsertItem(image=i.image, label=i.label, tags=list(i.tags),
+                          meta_json=json.dumps(i.meta) if i.meta else "", source=i.source)
+            for i in items
+        ])
+        response = self._call(self._catalog.Upsert, request, timeout_s)
         return [
-            EmbedResult(vector=np.asarray(r.embedding.values, dtype=np.float32))
-            if r.WhichOneof("result") == "embedding"
-            else EmbedResult(vector=None, error=f"{r.error.code}: {r.error.message}")
+            UpsertResult(image=_hit(r.image), created=r.created)
+            if r.WhichOneof("result") == "image"
+            else UpsertResult(image=None, error=f"{r.error.code}: {r.error.message}")
             for r in response.results
         ]
+
+    def delete(
+        self, ids: Sequence[int] = (), filter_expr: str = "", timeout_s: float | None = None
+    ) -> list[int]:
+        """Delete stored images by id or by filter; the ids that were deleted."""
+        response = self._call(
+            self._catalog.Delete, pb.DeleteRequest(ids=list(ids), filter=filter_expr), timeout_s
+        )
+        return list(response.ids)
+
+    def get(
+        self, ids: Sequence[int], include_thumbnails: bool = False, timeout_s: float | None = None
+    ) -> GetResponse:
+        """Stored images by id, and the ids that are not stored."""
+        response = self._call(
+            self._catalog.Get,
+            pb.GetRequest(ids=list(ids), include_thumbnails=include_thumbnails), timeout_s,
+        )
+        return GetResponse(images=[_hit(h) for h in response.images],
+                           missing_ids=list(response.missing_ids))
+
+    def stats(self, timeout_s: float | None = None) -> Stats:
+        """Size, index and model of the collection."""
+        r = self._call(self._catalog.Stats, pb.StatsRequest(), timeout_s)
+        return Stats(collection=r.collection, physical_collection=r.physical_collection,
+                     count=r.count, index_type=r.index_type, index_params=dict(r.index_params),
+                     metric_type=r.metric_type, model=_spec(r.model))
 
     def healthy(self, service: str = "") -> bool:
         """Whether the server reports SERVING for `service` ("" = the whole server)."""
@@ -162,9 +367,31 @@ class LookalikeClient:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def client_settings_from_env() -> tuple[str, float]:
-    """(address, timeout) from the environment, for a client process's own composition root."""
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Everything a client needs to reach a server (hashable, so a UI can cache by it)."""
+
+    address: str
+    timeout_s: float = 30.0
+    token: str = ""
+    tls_ca: str = ""
+
+    def connect(self) -> LookalikeClient:
+        """A client for this configuration."""
+        return LookalikeClient(
+            self.address, timeout_s=self.timeout_s, token=self.token, tls_ca=self.tls_ca
+        )
+
+
+def client_config_from_env() -> ClientConfig:
+    """The client settings (address, timeout, token, TLS CA) from the environment.
+
+    For a client process's own composition root, such as the Streamlit app.
+    """
     from lookalike.core.settings import Settings
 
     client = Settings().client
-    return client.address, client.timeout_s
+    return ClientConfig(
+        address=client.address, timeout_s=client.timeout_s,
+        token=client.token.get_secret_value(), tls_ca=client.tls_ca,
+    )

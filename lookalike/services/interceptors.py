@@ -1,4 +1,5 @@
-"""Cross-cutting server concerns: typed errors -> gRPC status codes, one log line per request."""
+"""Cross-cutting server concerns: typed errors -> gRPC status codes, deadlines, metrics, and one
+structured log line per request with its request id."""
 
 from __future__ import annotations
 
@@ -21,9 +22,19 @@ from lookalike.core.errors import (
     StoreUnavailable,
 )
 from lookalike.embedder.errors import EmbedderError, ImageError
+from lookalike.services.callctx import call_deadline
+from lookalike.services.errors import (
+    DeadlineExceeded,
+    EmbedderUnavailable,
+    Overloaded,
+    Unauthenticated,
+)
+from lookalike.services.metrics import ServerMetrics
 
 log = logging.getLogger("lookalike.requests")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
+# Deadlines further away than this are treated as none (gRPC reports "no deadline" as huge).
+_NO_DEADLINE_S = 1e7
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -33,8 +44,14 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
             return grpc.StatusCode.INVALID_ARGUMENT
         case NotFound():
             return grpc.StatusCode.NOT_FOUND
-        case StoreUnavailable():
+        case StoreUnavailable() | EmbedderUnavailable():
             return grpc.StatusCode.UNAVAILABLE
+        case Unauthenticated():
+            return grpc.StatusCode.UNAUTHENTICATED
+        case Overloaded():
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
+        case DeadlineExceeded():
+            return grpc.StatusCode.DEADLINE_EXCEEDED
         case ModelSpecMismatch() | ConfigError() | EmbedderError():
             return grpc.StatusCode.FAILED_PRECONDITION
         case LookalikeError():
@@ -43,7 +60,11 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Maps typed errors to status codes and logs one structured line per request."""
+    """Maps typed errors to status codes, sets the call's deadline for deeper layers, counts
+    and times each call, and logs one structured line per request."""
+
+    def __init__(self, metrics: ServerMetrics | None = None) -> None:
+        self._metrics = metrics
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
@@ -53,10 +74,16 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return handler
         method = str(handler_call_details.method)
         behaviour = handler.unary_unary
+        metrics = self._metrics
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            rid = dict(context.invocation_metadata()).get("x-request-id") or uuid.uuid4().hex
-            token = request_id.set(str(rid))
+            rid = str(dict(context.invocation_metadata()).get("x-request-id") or uuid.uuid4().hex)
+            token = request_id.set(rid)
+            remaining = context.time_remaining()
+            deadline_token = call_deadline.set(
+                None if remaining is None or remaining > _NO_DEADLINE_S
+                else time.monotonic() + remaining
+            )
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -69,10 +96,15 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 log.exception("unhandled error in %s (request %s)", method, rid)
                 context.abort(code, f"internal error (request id {rid})")
             finally:
+                seconds = time.perf_counter() - started
+                if metrics is not None:
+                    metrics.observe_call(method, code.name, seconds)
                 log.info(json.dumps({
                     "request_id": rid, "method": method, "code": code.name,
-                    "ms": round((time.perf_counter() - started) * 1000.0, 2),
+                    "ms": round(seconds * 1000.0, 2), "peer": context.peer(),
+                    "request_bytes": request.ByteSize() if hasattr(request, "ByteSize") else 0,
                 }))
+                call_deadline.reset(deadline_token)
                 request_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(

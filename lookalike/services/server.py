@@ -2,40 +2,74 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from lookalike.core.errors import ConfigError
 from lookalike.core.settings import ServerSettings
+from lookalike.embedder.runtime import Embedder
+from lookalike.services.auth import AuthInterceptor
+from lookalike.services.batching import BatchedEmbedder
+from lookalike.services.catalog import Catalog
+from lookalike.services.errors import EmbedderUnavailable
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from lookalike.services.health import Check, HealthChecker
 from lookalike.services.interceptors import ErrorMappingInterceptor
+from lookalike.services.metrics import MetricsEndpoint, ServerMetrics, serve_metrics
+from lookalike.services.remote_embedder import RemoteEmbedder
 from lookalike.services.search import SearchEngine
-from lookalike.services.servicers import EmbedServicer, SearchServicer
+from lookalike.services.servicers import CatalogServicer, EmbedServicer, SearchServicer
 
 SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+EMBED_SERVICE = pb.DESCRIPTOR.services_by_name["EmbedService"].full_name
+SEARCH_SERVICE = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
+CATALOG_SERVICE = pb.DESCRIPTOR.services_by_name["CatalogService"].full_name
+log = logging.getLogger("lookalike.server")
 
 
 @dataclass(slots=True)
 class RunningServer:
-    """A started server and the port it listens on."""
+    """A started server, the port it listens on, and what runs beside it."""
 
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    checker: HealthChecker
+    metrics: ServerMetrics
+    metrics_endpoint: MetricsEndpoint | None = None
+    batched: BatchedEmbedder | None = None
+    tls: bool = False
+    stopped: bool = False
 
     @property
     def address(self) -> str:
         """host:port for clients on this machine."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def metrics_port(self) -> int | None:
+        """Port of the /metrics endpoint, if one is served."""
+        return self.metrics_endpoint.port if self.metrics_endpoint else None
+
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting calls, let in-flight calls finish for up to `grace_s`, then stop."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.checker.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        if self.batched is not None:
+            self.batched.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
 
 
 def _add_health(server: grpc.Server) -> health.HealthServicer:
@@ -46,33 +80,123 @@ def _add_health(server: grpc.Server) -> health.HealthServicer:
     return servicer
 
 
+def _health_checker(
+    servicer: health.HealthServicer, engine: SearchEngine, settings: ServerSettings
+) -> HealthChecker:
+    checks: dict[str, Check] = {"vector_store": engine.store.ping, "blob_store": engine.blobs.ping}
+    embed_needs: tuple[str, ...] = ()
+    inner = engine.embedder.inner if isinstance(engine.embedder, BatchedEmbedder) else engine.embedder
+    if isinstance(inner, RemoteEmbedder):
+        remote = inner
+
+        def check_remote() -> None:
+            if not remote.healthy():
+                raise EmbedderUnavailable("the remote EmbedService is not serving")
+
+        checks["embedder"] = check_remote
+        embed_needs = ("embedder",)
+    stores = ("vector_store", "blob_store")
+    return HealthChecker(
+        servicer, checks,
+        {EMBED_SERVICE: embed_needs, SEARCH_SERVICE: (*stores, *embed_needs),
+         CATALOG_SERVICE: (*stores, *embed_needs)},
+        settings.health_interval_s,
+    )
+
+
 def _add_reflection(server: grpc.Server) -> None:
     names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
 
 
-def _add_api(server: grpc.Server, engine: SearchEngine) -> None:
+def _add_api(server: grpc.Server, engine: SearchEngine, catalog: Catalog) -> None:
     pb_grpc.add_EmbedServiceServicer_to_server(EmbedServicer(engine), server)
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(engine), server)
+    pb_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), server)
 
 
-def start_server(engine: SearchEngine, settings: ServerSettings) -> RunningServer:
-    """Start serving `engine` on settings.host:settings.port (port 0 picks a free port)."""
+def _interceptors(settings: ServerSettings, metrics: ServerMetrics) -> list[grpc.ServerInterceptor]:
+    # The first is outermost: it maps the errors (UNAUTHENTICATED too) and logs every call.
+    interceptors: list[grpc.ServerInterceptor] = [ErrorMappingInterceptor(metrics)]
+    tokens = [t.get_secret_value() for t in settings.tokens if t.get_secret_value()]
+    if tokens:
+        interceptors.append(AuthInterceptor(tokens))
+    return interceptors
+
+
+def _listen(server: grpc.Server, settings: ServerSettings) -> tuple[int, bool]:
+    address = f"{settings.host}:{settings.port}"
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("TLS needs both server.tls_cert and server.tls_key")
+    if settings.tls_cert:
+        try:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot read the TLS certificate or key: {exc}") from exc
+        return server.add_secure_port(address, credentials), True
+    return server.add_insecure_port(address), False
+
+
+def _batched(engine: SearchEngine, settings: ServerSettings,
+             metrics: ServerMetrics) -> BatchedEmbedder | None:
+    if not settings.batching:
+        return None
+    return BatchedEmbedder(
+        engine.embedder, max_batch=settings.batch_max_size,
+        max_wait_s=settings.batch_max_wait_ms / 1000.0, max_queued=settings.batch_queue_size,
+        metrics=metrics,
+    )
+
+
+def start_server(
+    engine: SearchEngine,
+    settings: ServerSettings,
+    *,
+    thumbnail_px: int = 256,
+    max_pixels: int = 50_000_000,
+) -> RunningServer:
+    """Start serving `engine` on settings.host:settings.port (port 0 picks a free port).
+
+    Concurrent embeddings are batched (settings.batching); `thumbnail_px` and `max_pixels`
+    apply to images stored through CatalogService.Upsert.
+    """
+    metrics = ServerMetrics()
+    if isinstance(engine.embedder, Embedder):
+        engine.embedder.load()
+        metrics.model_load_seconds.set(engine.embedder.load_seconds)
+    batched = _batched(engine, settings, metrics)
+    if batched is not None:
+        engine = engine.with_embedder(batched)
     max_bytes = settings.max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=_interceptors(settings, metrics),
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
         ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    _add_api(server, engine)
+    _add_api(server, engine, Catalog(engine, thumbnail_px=thumbnail_px, max_pixels=max_pixels))
     health_servicer = _add_health(server)
     _add_reflection(server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        port, tls = _listen(server, settings)
+    except ConfigError:
+        if batched is not None:
+            batched.close()
+        raise
     if port == 0:
+        if batched is not None:
+            batched.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    checker = _health_checker(health_servicer, engine, settings)
+    endpoint = (serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
+                if settings.metrics_port else None)
     server.start()
-    return RunningServer(server=server, port=port, health=health_servicer)
+    checker.start()
+    return RunningServer(server=server, port=port, health=health_servicer, checker=checker,
+                         metrics=metrics, metrics_endpoint=endpoint, batched=batched, tls=tls)

@@ -1,15 +1,21 @@
-"""gRPC servicers: translate between lookalike.v1 messages and the search engine."""
+"""gRPC servicers: translate between lookalike.v1 messages and the search engine and catalog."""
 
 from __future__ import annotations
 
-import grpc
+import json
 
-from lookalike.core.schemas import SearchHit
-from lookalike.embedder.errors import ImageTooLarge
+import grpc
+import numpy as np
+
+from lookalike.core.errors import InvalidArgument, LookalikeError
+from lookalike.core.schemas import ImageMeta, SearchHit
+from lookalike.embedder.errors import EmbedderError, ImageTooLarge
 from lookalike.embedder.spec import EmbedderSpec
+from lookalike.services.catalog import Catalog, NewImage, parse_meta
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from lookalike.services.search import Query, SearchEngine
+from lookalike.services.interceptors import status_for
+from lookalike.services.search import Query, RankResult, SearchEngine, SearchOptions, SearchResult
 
 
 def spec_message(spec: EmbedderSpec) -> pb.ModelSpec:
@@ -18,6 +24,22 @@ def spec_message(spec: EmbedderSpec) -> pb.ModelSpec:
         backbone=spec.backbone, weights=spec.weights, pooling=spec.pooling, gem_p=spec.gem_p,
         input_size=spec.input_size, resize=spec.resize, whitening=spec.whitening, dim=spec.dim,
         version=spec.version,
+    )
+
+
+def _item_error(exc: LookalikeError | EmbedderError) -> pb.ItemError:
+    return pb.ItemError(code=status_for(exc).name, message=str(exc))
+
+
+def _image_message(engine: SearchEngine, image: ImageMeta, score: float,
+                   with_thumbnail: bool) -> pb.Hit:
+    blobs = engine.hit_blobs(SearchHit(image=image, score=score), with_thumbnail)
+    return pb.Hit(
+        id=image.id, score=score, label=image.label, source=image.source,
+        sha256=image.sha256, blob_key=image.blob_key, width=image.width, height=image.height,
+        tags=list(image.tags), thumbnail=blobs.thumbnail, thumbnail_url=blobs.thumbnail_url,
+        image_url=blobs.image_url, meta_json=json.dumps(image.meta) if image.meta else "",
+        ingested_at=image.ingested_at,
     )
 
 
@@ -38,37 +60,120 @@ class EmbedServicer(pb_grpc.EmbedServiceServicer):
         return pb.EmbedResponse(results=results, model=spec_message(self._engine.embedder.spec))
 
 
+def _query(request: pb.SearchRequest) -> Query:
+    match request.WhichOneof("query"):
+        case "image":
+            return Query(image=request.image)
+        case "id":
+            return Query(image_id=request.id)
+        case "vector":
+            return Query(vector=np.asarray(request.vector.values, dtype=np.float32))
+    raise InvalidArgument("a query needs exactly one of: image bytes, stored image id, vector")
+
+
+def _options(request: pb.SearchRequest) -> SearchOptions:
+    return SearchOptions(
+        top_k=int(request.top_k), filter_expr=request.filter,
+        min_score=request.min_score if request.HasField("min_score") else None,
+        ids_only=request.ids_only,
+    )
+
+
 class SearchServicer(pb_grpc.SearchServiceServicer):
-    """Search by image bytes or by stored id."""
+    """Search by image bytes, stored id or raw vector; one query or a batch."""
 
     def __init__(self, engine: SearchEngine) -> None:
         self._engine = engine
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        which = request.WhichOneof("query")
-        query = Query(image=request.image) if which == "image" else Query(
-            image_id=request.id if which == "id" else None
-        )
-        if request.ids_only:
-            ranked = self._engine.rank(query, int(request.top_k), request.filter)
-            return pb.SearchResponse(
-                hits=[pb.Hit(id=r.id, score=r.score) for r in ranked.ranked],
-                took_ms=ranked.took_ms,
-                collection=ranked.collection,
-            )
-        result = self._engine.search(query, int(request.top_k), request.filter)
-        return pb.SearchResponse(
-            hits=[self._hit(h, request.include_thumbnails) for h in result.hits],
-            took_ms=result.took_ms,
-            collection=result.collection,
+        return self._response(self._engine.run(_query(request), _options(request)),
+                              request.include_thumbnails)
+
+    def BatchSearch(
+        self, request: pb.BatchSearchRequest, context: grpc.ServicerContext
+    ) -> pb.BatchSearchResponse:
+        queries: list[tuple[Query | LookalikeError, SearchOptions]] = []
+        for r in request.requests:
+            try:
+                queries.append((_query(r), _options(r)))
+            except LookalikeError as exc:
+                queries.append((exc, _options(r)))
+        results = []
+        for r, outcome in zip(request.requests, self._engine.run_many(queries), strict=True):
+            if isinstance(outcome, SearchResult | RankResult):
+                results.append(pb.BatchSearchResult(
+                    response=self._response(outcome, r.include_thumbnails)))
+            else:
+                results.append(pb.BatchSearchResult(error=_item_error(outcome)))
+        return pb.BatchSearchResponse(results=results)
+
+    def _response(self, result: SearchResult | RankResult, with_thumbnails: bool) -> pb.SearchResponse:
+        if isinstance(result, RankResult):
+            hits = [pb.Hit(id=r.id, score=r.score) for r in result.ranked]
+        else:
+            hits = [_image_message(self._engine, h.image, h.score, with_thumbnails)
+                    for h in result.hits]
+        return pb.SearchResponse(hits=hits, took_ms=result.took_ms, collection=result.collection,
+                                 embed_ms=result.embed_ms)
+
+
+class CatalogServicer(pb_grpc.CatalogServiceServicer):
+    """Upsert, Delete, Get and Stats over the collection."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.UpsertResponse:
+        items: list[NewImage | LookalikeError] = []
+        for i in request.items:
+            try:
+                items.append(NewImage(image=i.image, label=i.label, tags=tuple(i.tags),
+                                      meta=parse_meta(i.meta_json), source=i.source))
+            except LookalikeError as exc:
+                items.append(exc)
+        stored = iter(self._catalog.upsert([i for i in items if isinstance(i, NewImage)]))
+        results = []
+        for item in items:
+            if isinstance(item, LookalikeError):
+                results.append(pb.UpsertResult(error=_item_error(item)))
+                continue
+            outcome = next(stored)
+            if outcome.error is not None:
+                results.append(pb.UpsertResult(error=_item_error(outcome.error)))
+            else:
+                assert outcome.image is not None
+                results.append(pb.UpsertResult(
+                    image=_image_message(self._catalog.engine, outcome.image, 0.0, False),
+                    created=outcome.created,
+                ))
+        return pb.UpsertResponse(results=results)
+
+    def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        deleted = self._catalog.delete(list(request.ids), request.filter)
+        return pb.DeleteResponse(deleted=len(deleted), ids=deleted)
+
+    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
+        ids = list(request.ids)
+        found = self._catalog.get(ids)
+        return pb.GetResponse(
+            images=[_image_message(self._catalog.engine, m, 0.0, request.include_thumbnails)
+                    for m in found if m is not None],
+            missing_ids=[i for i, m in zip(ids, found, strict=True) if m is None],
         )
 
-    def _hit(self, hit: SearchHit, with_thumbnail: bool) -> pb.Hit:
-        blobs = self._engine.hit_blobs(hit, with_thumbnail)
-        image = hit.image
-        return pb.Hit(
-            id=image.id, score=hit.score, label=image.label, source=image.source,
-            sha256=image.sha256, blob_key=image.blob_key, width=image.width, height=image.height,
-            tags=list(image.tags), thumbnail=blobs.thumbnail, thumbnail_url=blobs.thumbnail_url,
-            image_url=blobs.image_url,
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
+        info = self._catalog.stats()
+        spec = info.spec
+        return pb.StatsResponse(
+            collection=info.name, physical_collection=info.physical_name, count=info.count,
+            index_type=info.index_type,
+            index_params={k: str(v) for k, v in info.index_params.items()},
+            metric_type=info.metric_type,
+            model=pb.ModelSpec(
+                backbone=str(spec.get("backbone", "")), weights=str(spec.get("weights", "")),
+                pooling=str(spec.get("pooling", "")), gem_p=float(spec.get("gem_p", 0.0)),
+                input_size=int(spec.get("input_size", 0)), resize=str(spec.get("resize", "")),
+                whitening=str(spec.get("whitening", "")), dim=int(spec.get("dim", 0)),
+                version=int(spec.get("version", 0)),
+            ),
         )

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 import streamlit as st
 from PIL import Image, ImageOps
 
-from lookalike.services.client import LookalikeClient, client_settings_from_env
+from lookalike.services.client import ClientConfig, LookalikeClient, client_config_from_env
 
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 # Streamlit's secondary background, so letterboxed tiles blend into bordered cards.
@@ -18,9 +18,9 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#+\-|~$:])")
 
 
 @st.cache_resource(show_spinner=False)
-def client_for(address: str, timeout_s: float) -> LookalikeClient:
-    """One client (one gRPC channel) per server address, shared by every session."""
-    return LookalikeClient(address, timeout_s=timeout_s)
+def client_for(config: ClientConfig) -> LookalikeClient:
+    """One client (one gRPC channel) per server configuration, shared by every session."""
+    return config.connect()
 
 
 def forget_client(client: LookalikeClient) -> None:
@@ -29,7 +29,7 @@ def forget_client(client: LookalikeClient) -> None:
     A gRPC channel that failed to connect waits out a reconnect backoff before it tries again;
     a new channel lets "Try again" reach a server that has just come up.
     """
-    client_for.clear(client.address, client.timeout_s)
+    client_for.clear(client.config)
 
 
 def get_client() -> LookalikeClient:
@@ -38,8 +38,7 @@ def get_client() -> LookalikeClient:
     Keyed by address rather than cached bare, so a changed address never reuses an old channel.
     Raises ValueError (pydantic's ValidationError) when the client settings are invalid.
     """
-    address, timeout_s = client_settings_from_env()
-    return client_for(address, timeout_s)
+    return client_for(client_config_from_env())
 
 
 def _decoded(data: bytes, size: int) -> Image.Image | None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3lookalike/services/gen/lookalike/v1/lookalike.proto\x12\x0clookalike.v1\"\xa3\x01\n\tModelSpec\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\x0f\n\x07pooling\x18\x03 \x01(\t\x12\r\n\x05gem_p\x18\x04 \x01(\x02\x12\x12\n\ninput_size\x18\x05 \x01(\x05\x12\x0e\n\x06resize\x18\x06 \x01(\t\x12\x11\n\twhitening\x18\x07 \x01(\t\x12\x0b\n\x03\x64im\x18\x08 \x01(\x05\x12\x0f\n\x07version\x18\t \x01(\x05\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"\x1f\n\tEmbedding\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"o\n\x0b\x45mbedResult\x12,\n\tembedding\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.EmbeddingH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x42\x08\n\x06result\"c\n\rEmbedResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.lookalike.v1.EmbedResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ModelSpec\"\x84\x01\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x1a\n\x12include_thumbnails\x18\x05 \x01(\x08\x12\x10\n\x08ids_only\x18\x06 \x01(\x08\x42\x07\n\x05query\"\xcb\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x11\n\tthumbnail\x18\n \x01(\x0c\x12\x15\n\rthumbnail_url\x18\x0b \x01(\t\x12\x11\n\timage_url\x18\x0c \x01(\t\"V\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.lookalike.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\x12\x12\n\ncollection\x18\x03 \x01(\t2P\n\x0c\x45mbedService\x12@\n\x05\x45mbed\x12\x1a.lookalike.v1.EmbedRequest\x1a\x1b.lookalike.v1.EmbedResponse2T\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3lookalike/services/gen/lookalike/v1/lookalike.proto\x12\x0clookalike.v1\"\xa3\x01\n\tModelSpec\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\x0f\n\x07pooling\x18\x03 \x01(\t\x12\r\n\x05gem_p\x18\x04 \x01(\x02\x12\x12\n\ninput_size\x18\x05 \x01(\x05\x12\x0e\n\x06resize\x18\x06 \x01(\t\x12\x11\n\twhitening\x18\x07 \x01(\t\x12\x0b\n\x03\x64im\x18\x08 \x01(\x05\x12\x0f\n\x07version\x18\t \x01(\x05\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"\x1f\n\tEmbedding\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"o\n\x0b\x45mbedResult\x12,\n\tembedding\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.EmbeddingH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x42\x08\n\x06result\"c\n\rEmbedResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.lookalike.v1.EmbedResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ModelSpec\"\xd5\x01\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12)\n\x06vector\x18\x07 \x01(\x0b\x32\x17.lookalike.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x1a\n\x12include_thumbnails\x18\x05 \x01(\x08\x12\x10\n\x08ids_only\x18\x06 \x01(\x08\x12\x16\n\tmin_score\x18\x08 \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05queryB\x0c\n\n_min_score\"\xf3\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x11\n\tthumbnail\x18\n \x01(\x0c\x12\x15\n\rthumbnail_url\x18\x0b \x01(\t\x12\x11\n\timage_url\x18\x0c \x01(\t\x12\x11\n\tmeta_json\x18\r \x01(\t\x12\x13\n\x0bingested_at\x18\x0e \x01(\x03\"h\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.lookalike.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x10\n\x08\x65mbed_ms\x18\x04 \x01(\x01\"C\n\x12\x42\x61tchSearchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.lookalike.v1.SearchRequest\"y\n\x11\x42\x61tchSearchResult\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1c.lookalike.v1.SearchResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x42\x08\n\x06result\"G\n\x13\x42\x61tchSearchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.lookalike.v1.BatchSearchResult\"[\n\nUpsertItem\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x11\n\tmeta_json\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\"8\n\rUpsertRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.UpsertItem\"w\n\x0cUpsertResult\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x11.lookalike.v1.HitH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x42\x08\n\x06result\"=\n\x0eUpsertResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.UpsertResult\",\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"5\n\nGetRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x1a\n\x12include_thumbnails\x18\x02 \x01(\x08\"E\n\x0bGetResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.lookalike.v1.Hit\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\x03\"\x0e\n\x0cStatsRequest\"\x98\x02\n\rStatsResponse\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1b\n\x13physical_collection\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x12\n\nindex_type\x18\x04 \x01(\t\x12\x42\n\x0cindex_params\x18\x05 \x03(\x0b\x32,.lookalike.v1.StatsResponse.IndexParamsEntry\x12\x13\n\x0bmetric_type\x18\x06 \x01(\t\x12&\n\x05model\x18\x07 \x01(\x0b\x32\x17.lookalike.v1.ModelSpec\x1a\x32\n\x10IndexParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32P\n\x0c\x45mbedService\x12@\n\x05\x45mbed\x12\x1a.lookalike.v1.EmbedRequest\x1a\x1b.lookalike.v1.EmbedResponse2\xa8\x01\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponse\x12R\n\x0b\x42\x61tchSearch\x12 .lookalike.v1.BatchSearchRequest\x1a!.lookalike.v1.BatchSearchResponse2\x98\x02\n\x0e\x43\x61talogService\x12\x43\n\x06Upsert\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1c.lookalike.v1.UpsertResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.lookalike.v1.DeleteRequest\x1a\x1c.lookalike.v1.DeleteResponse\x12:\n\x03Get\x12\x18.lookalike.v1.GetRequest\x1a\x19.lookalike.v1.GetResponse\x12@\n\x05Stats\x12\x1a.lookalike.v1.StatsRequest\x1a\x1b.lookalike.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EMBEDDING'].fields_by_name['values']._loaded_options = None
   _globals['_EMBEDDING'].fields_by_name['values']._serialized_options = b'\020\001'
+  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._loaded_options = None
+  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._serialized_options = b'8\001'
   _globals['_MODELSPEC']._serialized_start=70
   _globals['_MODELSPEC']._serialized_end=233
   _globals['_EMBEDREQUEST']._serialized_start=235
@@ -46,13 +48,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_start=457
   _globals['_EMBEDRESPONSE']._serialized_end=556
   _globals['_SEARCHREQUEST']._serialized_start=559
-  _globals['_SEARCHREQUEST']._serialized_end=691
-  _globals['_HIT']._serialized_start=694
-  _globals['_HIT']._serialized_end=897
-  _globals['_SEARCHRESPONSE']._serialized_start=899
-  _globals['_SEARCHRESPONSE']._serialized_end=985
-  _globals['_EMBEDSERVICE']._serialized_start=987
-  _globals['_EMBEDSERVICE']._serialized_end=1067
-  _globals['_SEARCHSERVICE']._serialized_start=1069
-  _globals['_SEARCHSERVICE']._serialized_end=1153
+  _globals['_SEARCHREQUEST']._serialized_end=772
+  _globals['_HIT']._serialized_start=775
+  _globals['_HIT']._serialized_end=1018
+  _globals['_SEARCHRESPONSE']._serialized_start=1020
+  _globals['_SEARCHRESPONSE']._serialized_end=1124
+  _globals['_BATCHSEARCHREQUEST']._serialized_start=1126
+  _globals['_BATCHSEARCHREQUEST']._serialized_end=1193
+  _globals['_BATCHSEARCHRESULT']._serialized_start=1195
+  _globals['_BATCHSEARCHRESULT']._serialized_end=1316
+  _globals['_BATCHSEARCHRESPONSE']._serialized_start=1318
+  _globals['_BATCHSEARCHRESPONSE']._serialized_end=1389
+  _globals['_UPSERTITEM']._serialized_start=1391
+  _globals['_UPSERTITEM']._serialized_end=1482
+  _globals['_UPSERTREQUEST']._serialized_start=1484
+  _globals['_UPSERTREQUEST']._serialized_end=1540
+  _globals['_UPSERTRESULT']._serialized_start=1542
+  _globals['_UPSERTRESULT']._serialized_end=1661
+  _globals['_UPSERTRESPONSE']._serialized_start=1663
+  _globals['_UPSERTRESPONSE']._serialized_end=1724
+  _globals['_DELETEREQUEST']._serialized_start=1726
+  _globals['_DELETEREQUEST']._serialized_end=1770
+  _globals['_DELETERESPONSE']._serialized_start=1772
+  _globals['_DELETERESPONSE']._serialized_end=1818
+  _globals['_GETREQUEST']._serialized_start=1820
+  _globals['_GETREQUEST']._serialized_end=1873
+  _globals['_GETRESPONSE']._serialized_start=1875
+  _globals['_GETRESPONSE']._serialized_end=1944
+  _globals['_STATSREQUEST']._serialized_start=1946
+  _globals['_STATSREQUEST']._serialized_end=1960
+  _globals['_STATSRESPONSE']._serialized_start=1963
+  _globals['_STATSRESPONSE']._serialized_end=2243
+  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._serialized_start=2193
+  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._serialized_end=2243
+  _globals['_EMBEDSERVICE']._serialized_start=2245
+  _globals['_EMBEDSERVICE']._serialized_end=2325
+  _globals['_SEARCHSERVICE']._serialized_start=2328
+  _globals['_SEARCHSERVICE']._serialized_end=2496
+  _globals['_CATALOGSERVICE']._serialized_start=2499
+  _globals['_CATALOGSERVICE']._serialized_end=2779
 # @@protoc_insertion_point(module_scope)

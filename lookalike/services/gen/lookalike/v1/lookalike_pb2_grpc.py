@@ -111,12 +111,23 @@ class SearchServiceStub:
                 request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.SearchRequest.SerializeToString,
                 response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.BatchSearch = channel.unary_unary(
+                '/lookalike.v1.SearchService/BatchSearch',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.BatchSearchRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.BatchSearchResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Search(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchSearch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +140,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.SearchRequest.FromString,
                     response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.SearchResponse.SerializeToString,
+            ),
+            'BatchSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSearch,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.BatchSearchRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.BatchSearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -158,6 +174,234 @@ class SearchService:
             '/lookalike.v1.SearchService/Search',
             lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.SearchRequest.SerializeToString,
             lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.SearchService/BatchSearch',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.BatchSearchRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.BatchSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class CatalogServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Upsert = channel.unary_unary(
+                '/lookalike.v1.CatalogService/Upsert',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.UpsertResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/lookalike.v1.CatalogService/Delete',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/lookalike.v1.CatalogService/Get',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetResponse.FromString,
+                _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/lookalike.v1.CatalogService/Stats',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.FromString,
+                _registered_method=True)
+
+
+class CatalogServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Upsert(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CatalogServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Upsert': grpc.unary_unary_rpc_method_handler(
+                    servicer.Upsert,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.UpsertRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.UpsertResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DeleteRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DeleteResponse.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lookalike.v1.CatalogService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lookalike.v1.CatalogService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CatalogService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Upsert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.CatalogService/Upsert',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.UpsertRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.UpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.CatalogService/Delete',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DeleteRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.CatalogService/Get',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.CatalogService/Stats',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,11 +56,13 @@ class SearchServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SearchServiceAsyncStub: ...
     Search: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.SearchRequest, _lookalike_pb2.SearchResponse]
+    BatchSearch: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.BatchSearchRequest, _lookalike_pb2.BatchSearchResponse]
 
 @_typing.type_check_only
 class SearchServiceAsyncStub(SearchServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Search: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.SearchRequest, _lookalike_pb2.SearchResponse]  # type: ignore[assignment]
+    BatchSearch: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.BatchSearchRequest, _lookalike_pb2.BatchSearchResponse]  # type: ignore[assignment]
 
 class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -70,4 +72,60 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lookalike_pb2.SearchResponse, _abc.Awaitable[_lookalike_pb2.SearchResponse]]: ...
 
+    @_abc_1.abstractmethod
+    def BatchSearch(
+        self,
+        request: _lookalike_pb2.BatchSearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.BatchSearchResponse, _abc.Awaitable[_lookalike_pb2.BatchSearchResponse]]: ...
+
 def add_SearchServiceServicer_to_server(servicer: SearchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class CatalogServiceStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> CatalogServiceAsyncStub: ...
+    Upsert: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.UpsertRequest, _lookalike_pb2.UpsertResponse]
+    Delete: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.DeleteRequest, _lookalike_pb2.DeleteResponse]
+    Get: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.GetRequest, _lookalike_pb2.GetResponse]
+    Stats: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.StatsRequest, _lookalike_pb2.StatsResponse]
+
+@_typing.type_check_only
+class CatalogServiceAsyncStub(CatalogServiceStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Upsert: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.UpsertRequest, _lookalike_pb2.UpsertResponse]  # type: ignore[assignment]
+    Delete: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.DeleteRequest, _lookalike_pb2.DeleteResponse]  # type: ignore[assignment]
+    Get: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.GetRequest, _lookalike_pb2.GetResponse]  # type: ignore[assignment]
+    Stats: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.StatsRequest, _lookalike_pb2.StatsResponse]  # type: ignore[assignment]
+
+class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def Upsert(
+        self,
+        request: _lookalike_pb2.UpsertRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.UpsertResponse, _abc.Awaitable[_lookalike_pb2.UpsertResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Delete(
+        self,
+        request: _lookalike_pb2.DeleteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.DeleteResponse, _abc.Awaitable[_lookalike_pb2.DeleteResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Get(
+        self,
+        request: _lookalike_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.GetResponse, _abc.Awaitable[_lookalike_pb2.GetResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Stats(
+        self,
+        request: _lookalike_pb2.StatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.StatsResponse, _abc.Awaitable[_lookalike_pb2.StatsResponse]]: ...
+
+def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

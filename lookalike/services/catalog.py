@@ -1,0 +1,173 @@
+"""The catalog as domain operations: upsert images with metadata, delete, get, describe.
+
+Write order as everywhere: original and thumbnail to the blob store first, then the vector, so a
+stored vector never points at a missing blob; delete removes the vector first, then the blobs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from lookalike.core.errors import InvalidArgument, LookalikeError
+from lookalike.core.ids import content_id
+from lookalike.core.schemas import ImageMeta, ImageRecord, JsonDict, image_key, thumb_key
+from lookalike.core.vector_store import MAX_TOP_K, CollectionInfo
+from lookalike.embedder.errors import EmbedderError, ImageError
+from lookalike.embedder.transforms import decode_image
+from lookalike.services.search import SearchEngine
+
+_EXTENSIONS = {"JPEG": "jpg", "TIFF": "tif", "MPO": "jpg"}
+MAX_TAGS = 64
+MAX_TAG_CHARS = 128
+MAX_LABEL_CHARS = 512
+MAX_SOURCE_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    """An encoded image and the metadata to store with it."""
+
+    image: bytes
+    label: str = ""
+    tags: tuple[str, ...] = ()
+    meta: JsonDict = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertOutcome:
+    """What became of one image: stored (new or replaced), or why not."""
+
+    image: ImageMeta | None = None
+    created: bool = False
+    error: LookalikeError | EmbedderError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    meta: ImageMeta
+    image: bytes
+    thumbnail: bytes
+
+
+def parse_meta(raw: str) -> JsonDict:
+    """A JSON object from its text ("" is {}); InvalidArgument otherwise."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"meta_json is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"meta_json must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def thumbnail_jpeg(image: Image.Image, px: int) -> bytes:
+    """A JPEG no larger than px x px, aspect ratio kept."""
+    thumb = image.copy()
+    thumb.thumbnail((px, px))
+    out = io.BytesIO()
+    thumb.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def image_extension(data: bytes) -> str:
+    """File extension for the encoded image's format, from its header."""
+    with Image.open(io.BytesIO(data)) as image:
+        fmt = str(image.format or "bin")
+    return _EXTENSIONS.get(fmt, fmt.lower())
+
+
+def _check_fields(item: NewImage) -> None:
+    if len(item.label) > MAX_LABEL_CHARS:
+        raise InvalidArgument(f"label is longer than {MAX_LABEL_CHARS} characters")
+    if len(item.source) > MAX_SOURCE_CHARS:
+        raise InvalidArgument(f"source is longer than {MAX_SOURCE_CHARS} characters")
+    if len(item.tags) > MAX_TAGS or any(len(t) > MAX_TAG_CHARS for t in item.tags):
+        raise InvalidArgument(f"at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each")
+
+
+class Catalog:
+    """Upsert, delete, get and describe the images of the engine's collection."""
+
+    def __init__(self, engine: SearchEngine, *, thumbnail_px: int, max_pixels: int) -> None:
+        self.engine = engine
+        self.thumbnail_px = thumbnail_px
+        self.max_pixels = max_pixels
+
+    def _prepare(self, item: NewImage) -> _Prepared:
+        _check_fields(item)
+        decoded = decode_image(item.image, self.max_pixels)
+        image_id, sha = content_id(item.image)
+        meta = ImageMeta(
+            id=image_id, sha256=sha, blob_key=image_key(sha, image_extension(item.image)),
+            source=item.source, label=item.label, tags=item.tags, meta=item.meta,
+            width=decoded.width, height=decoded.height, ingested_at=int(time.time()),
+        )
+        return _Prepared(meta, item.image, thumbnail_jpeg(decoded, self.thumbnail_px))
+
+    def upsert(self, items: Sequence[NewImage]) -> list[UpsertOutcome]:
+        """One outcome per item, in order; an image already stored gets its metadata replaced."""
+        prepared: list[_Prepared | LookalikeError | EmbedderError] = []
+        for item in items:
+            try:
+                prepared.append(self._prepare(item))
+            except (LookalikeError, ImageError) as exc:
+                prepared.append(exc)
+        good = [p for p in prepared if isinstance(p, _Prepared)]
+        outcomes = iter(self.engine.embedder.embed_bytes([p.image for p in good]))
+        records: dict[int, ImageRecord] = {}
+        failed: dict[int, EmbedderError] = {}
+        for p in good:
+            outcome = next(outcomes)
+            if outcome.error is not None:
+                failed[p.meta.id] = outcome.error
+            else:
+                assert outcome.vector is not None
+                records[p.meta.id] = ImageRecord(meta=p.meta, embedding=outcome.vector)
+        existing = self.engine.store.existing_ids(list(records))
+        blobs = self.engine.blobs
+        for p in good:
+            if p.meta.id in records and records[p.meta.id].meta is p.meta:
+                blobs.put(p.meta.blob_key, p.image, "application/octet-stream")
+                blobs.put(thumb_key(p.meta.sha256), p.thumbnail, "image/jpeg")
+        if existing:
+            self.engine.store.delete(sorted(existing))
+        self.engine.store.insert(list(records.values()))
+        out: list[UpsertOutcome] = []
+        for entry in prepared:
+            if not isinstance(entry, _Prepared):
+                out.append(UpsertOutcome(error=entry))
+            elif entry.meta.id in failed:
+                out.append(UpsertOutcome(error=failed[entry.meta.id]))
+            else:
+                out.append(UpsertOutcome(image=records[entry.meta.id].meta,
+                                         created=entry.meta.id not in existing))
+        return out
+
+    def delete(self, ids: Sequence[int] = (), filter_expr: str = "") -> list[int]:
+        """Delete the given ids, or those matching `filter_expr`; the ids that were stored."""
+        if bool(ids) == bool(filter_expr.strip()):
+            raise InvalidArgument("delete needs exactly one of: ids, filter")
+        wanted = list(ids) if ids else self.engine.store.ids_matching(filter_expr, MAX_TOP_K)
+        stored = [m for m in self.engine.store.get(wanted) if m is not None]
+        self.engine.store.delete([m.id for m in stored])
+        for meta in stored:
+            self.engine.blobs.delete(meta.blob_key)
+            self.engine.blobs.delete(meta.thumb_key)
+        return [m.id for m in stored]
+
+    def get(self, ids: Sequence[int]) -> list[ImageMeta | None]:
+        """Metadata per id, in order; None where it is not stored."""
+        return self.engine.store.get(list(ids))
+
+    def stats(self) -> CollectionInfo:
+        """Name, size, index and model spec of the collection."""
+        return self.engine.store.describe()
