@@ -25,7 +25,7 @@ from lookalike.compose import blobs_from, embedder_from, pipeline_from, store_fr
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, image_key, thumb_key
 from lookalike.core.settings import Settings
-from lookalike.ingestion.pipeline import detect_extension, thumbnail_jpeg
+from lookalike.embedder.transforms import image_extension, thumbnail_jpeg
 from lookalike.ingestion.sources import SourceItem, folder_items
 
 DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -64,7 +64,7 @@ def _naive(settings: Settings, items: list[SourceItem]) -> float:
             continue
         image = embedder.decode(data)
         vector = embedder.embed_images([image])[0]
-        key = image_key(digest, detect_extension(data))
+        key = image_key(digest, image_extension(data))
         blobs.put(key, data, "application/octet-stream")
         blobs.put(thumb_key(digest), thumbnail_jpeg(image, settings.ingest.thumbnail_px),
                   "image/jpeg")

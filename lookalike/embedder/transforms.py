@@ -98,3 +98,30 @@ def to_batch(
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch - mean_t) / std_t
+
+
+_FORMAT_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
+                      "TIFF": "tif", "MPO": "jpg"}
+_CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+                  "gif": "image/gif", "bmp": "image/bmp", "tif": "image/tiff"}
+
+
+def image_extension(data: bytes) -> str:
+    """File extension for the image format of `data`, read from its header."""
+    with Image.open(io.BytesIO(data)) as probe:
+        fmt = str(probe.format or "bin")
+    return _FORMAT_EXTENSIONS.get(fmt, fmt.lower())
+
+
+def content_type(extension: str) -> str:
+    """The MIME type stored with a blob of this extension."""
+    return _CONTENT_TYPES.get(extension, f"image/{extension}")
+
+
+def thumbnail_jpeg(image: Image.Image, max_px: int) -> bytes:
+    """A JPEG of `image` no larger than `max_px` on its longer side, aspect kept."""
+    thumb = image.copy()
+    thumb.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    thumb.save(out, format="JPEG", quality=85, optimize=True)
+    return out.getvalue()

@@ -16,7 +16,6 @@ never points at a missing blob; writes retry with capped exponential backoff.
 
 from __future__ import annotations
 
-import io
 import queue
 import threading
 import time
@@ -39,14 +38,11 @@ from lookalike.core.schemas import ImageMeta, ImageRecord, image_key, thumb_key
 from lookalike.core.vector_store import VectorStore
 from lookalike.embedder.errors import ImageError
 from lookalike.embedder.runtime import Embedder
+from lookalike.embedder.transforms import content_type, image_extension, thumbnail_jpeg
 from lookalike.ingestion.metrics import STAGES, IngestMetrics
 from lookalike.ingestion.retry import RetryPolicy, with_retry
 from lookalike.ingestion.sources import Item
 
-_FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
-               "TIFF": "tif", "MPO": "jpg"}
-_CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-                  "gif": "image/gif", "bmp": "image/bmp", "tif": "image/tiff"}
 T = TypeVar("T")
 
 
@@ -114,21 +110,6 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     it = iter(items)
     while batch := list(islice(it, size)):
         yield batch
-
-
-def thumbnail_jpeg(image: Image.Image, max_px: int) -> bytes:
-    """A JPEG of `image` no larger than `max_px` on its longer side."""
-    thumb = image.copy()
-    thumb.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    thumb.save(out, format="JPEG", quality=85, optimize=True)
-    return out.getvalue()
-
-
-def detect_extension(data: bytes) -> str:
-    """File extension for the image format of `data` (from its header)."""
-    with Image.open(io.BytesIO(data)) as probe:
-        return _FORMAT_EXT.get(str(probe.format), str(probe.format).lower())
 
 
 def _read_reason(exc: OSError) -> str:
@@ -338,7 +319,7 @@ class IngestPipeline:
     def _decode(self, image_id: int, item: Item, data: bytes, digest: str) -> _Decoded | Failure:
         try:
             image = self.embedder.decode(data)
-            ext = detect_extension(data)
+            ext = image_extension(data)
         except ImageError as exc:
             return Failure(item.source, str(exc))
         meta = ImageMeta(
@@ -355,7 +336,7 @@ class IngestPipeline:
         puts: list[tuple[str, bytes, str]] = []
         for d in batch.decoded:
             ext = d.meta.blob_key.rsplit(".", 1)[-1]
-            puts.append((d.meta.blob_key, d.data, _CONTENT_TYPES.get(ext, "image/" + ext)))
+            puts.append((d.meta.blob_key, d.data, content_type(ext)))
             puts.append((thumb_key(d.meta.sha256), d.thumbnail, "image/jpeg"))
 
         def put_blob(args: tuple[str, bytes, str]) -> None:

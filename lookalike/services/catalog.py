@@ -6,23 +6,19 @@ stored vector never points at a missing blob; delete removes the vector first, t
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from PIL import Image
 
 from lookalike.core.errors import InvalidArgument, LookalikeError
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, JsonDict, image_key, thumb_key
 from lookalike.core.vector_store import MAX_TOP_K, CollectionInfo
 from lookalike.embedder.errors import EmbedderError, ImageError
-from lookalike.embedder.transforms import decode_image
+from lookalike.embedder.transforms import content_type, decode_image, image_extension, thumbnail_jpeg
 from lookalike.services.search import SearchEngine
 
-_EXTENSIONS = {"JPEG": "jpg", "TIFF": "tif", "MPO": "jpg"}
 MAX_TAGS = 64
 MAX_TAG_CHARS = 128
 MAX_LABEL_CHARS = 512
@@ -67,22 +63,6 @@ def parse_meta(raw: str) -> JsonDict:
     if not isinstance(value, dict):
         raise InvalidArgument(f"meta_json must be a JSON object, got {type(value).__name__}")
     return value
-
-
-def thumbnail_jpeg(image: Image.Image, px: int) -> bytes:
-    """A JPEG no larger than px x px, aspect ratio kept."""
-    thumb = image.copy()
-    thumb.thumbnail((px, px))
-    out = io.BytesIO()
-    thumb.save(out, format="JPEG", quality=85)
-    return out.getvalue()
-
-
-def image_extension(data: bytes) -> str:
-    """File extension for the encoded image's format, from its header."""
-    with Image.open(io.BytesIO(data)) as image:
-        fmt = str(image.format or "bin")
-    return _EXTENSIONS.get(fmt, fmt.lower())
 
 
 def _check_fields(item: NewImage) -> None:
@@ -136,7 +116,8 @@ class Catalog:
         blobs = self.engine.blobs
         for p in good:
             if p.meta.id in records and records[p.meta.id].meta is p.meta:
-                blobs.put(p.meta.blob_key, p.image, "application/octet-stream")
+                blobs.put(p.meta.blob_key, p.image,
+                          content_type(p.meta.blob_key.rsplit(".", 1)[-1]))
                 blobs.put(thumb_key(p.meta.sha256), p.thumbnail, "image/jpeg")
         if existing:
             self.engine.store.delete(sorted(existing))
