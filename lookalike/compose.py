@@ -30,6 +30,7 @@ def embedder_from(settings: Settings) -> Embedder:
         device=model.device,
         threads=model.threads,
         max_pixels=model.max_pixels,
+        decode_px=model.decode_px,
     ))
 
 

@@ -62,6 +62,10 @@ class ModelSettings(_Section):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     threads: int = Field(0, ge=0, description="CPU threads for inference; 0 leaves torch's default.")
     max_pixels: int = Field(50_000_000, ge=1, description="Images above this are refused.")
+    decode_px: int = Field(
+        256, ge=0, le=4096,
+        description="Decode JPEGs at reduced scale down to this many pixels a side; 0: full size.",
+    )
 
 
 class ServerSettings(_Section):

@@ -17,7 +17,7 @@ from lookalike.embedder.backbones import Backbone, build_backbone
 from lookalike.embedder.errors import ImageError
 from lookalike.embedder.model import RetrievalNet
 from lookalike.embedder.spec import EmbedderSpec
-from lookalike.embedder.transforms import ResizeMode, decode_image, to_batch
+from lookalike.embedder.transforms import Decoded, ResizeMode, decode, to_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,8 @@ class EmbedderConfig:
     device: str = "auto"
     threads: int = 0
     max_pixels: int = 50_000_000
+    # JPEGs are decoded at reduced DCT scale down to this many pixels a side (or the input size).
+    decode_px: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class Embedder:
             self._spec = EmbedderSpec(
                 backbone=backbone.name, weights=backbone.weights_id, pooling=self.config.pooling,
                 gem_p=float(self.config.gem_p), input_size=size, resize=self.config.resize,
-                whitening="none", dim=net.dim,
+                whitening="none", dim=net.dim, decode_px=self.config.decode_px,
             )
             self.load_seconds = time.perf_counter() - started
 
@@ -103,8 +105,17 @@ class Embedder:
         return self.spec.dim
 
     def decode(self, data: bytes) -> Image.Image:
-        """Decode one image with this embedder's pixel limit; raises ImageError."""
-        return decode_image(data, self.config.max_pixels)
+        """Decode one image exactly as this embedder's inputs are decoded; raises ImageError."""
+        return self.decode_sized(data).image
+
+    def decode_sized(self, data: bytes) -> Decoded:
+        """Like `decode`, with the original image's upright width and height."""
+        return decode(data, self.config.max_pixels, self._draft_px())
+
+    def _draft_px(self) -> int:
+        if not self.config.decode_px:
+            return 0
+        return max(self.config.decode_px, self.config.input_size or self.spec.input_size)
 
     def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         """Descriptors of RGB images, N x D float32, L2-normalised, in input order."""

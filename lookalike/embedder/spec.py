@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class EmbedderSpec:
     resize: str
     whitening: str
     dim: int
+    decode_px: int = 0
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:

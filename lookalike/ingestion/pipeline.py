@@ -318,13 +318,14 @@ class IngestPipeline:
 
     def _decode(self, image_id: int, item: Item, data: bytes, digest: str) -> _Decoded | Failure:
         try:
-            image = self.embedder.decode(data)
+            decoded = self.embedder.decode_sized(data)
+            image = decoded.image
             ext = image_extension(data)
         except ImageError as exc:
             return Failure(item.source, str(exc))
         meta = ImageMeta(
             id=image_id, sha256=digest, blob_key=image_key(digest, ext), source=item.source,
-            label=item.label, width=image.width, height=image.height,
+            label=item.label, width=decoded.width, height=decoded.height,
             ingested_at=int(time.time()),
         )
         return _Decoded(meta, image, data, thumbnail_jpeg(image, self.thumbnail_px))

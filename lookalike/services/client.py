@@ -108,6 +108,7 @@ class ModelSpec:
     whitening: str
     dim: int
     version: int
+    decode_px: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +170,7 @@ def _hit(h: pb.Hit) -> Hit:
 def _spec(m: pb.ModelSpec) -> ModelSpec:
     return ModelSpec(backbone=m.backbone, weights=m.weights, pooling=m.pooling, gem_p=m.gem_p,
                      input_size=m.input_size, resize=m.resize, whitening=m.whitening, dim=m.dim,
-                     version=m.version)
+                     version=m.version, decode_px=m.decode_px)
 
 
 def _search_response(r: pb.SearchResponse) -> SearchResponse:

@@ -56,7 +56,7 @@ class RemoteEmbedder:
         spec = EmbedderSpec(
             backbone=m.backbone, weights=m.weights, pooling=m.pooling, gem_p=m.gem_p,
             input_size=m.input_size, resize=m.resize, whitening=m.whitening, dim=m.dim,
-            version=m.version,
+            decode_px=m.decode_px, version=m.version,
         )
         if self._spec is not None and spec != self._spec:
             # The collection was opened for the first spec: vectors of another model must not

@@ -23,7 +23,7 @@ def spec_message(spec: EmbedderSpec) -> pb.ModelSpec:
     return pb.ModelSpec(
         backbone=spec.backbone, weights=spec.weights, pooling=spec.pooling, gem_p=spec.gem_p,
         input_size=spec.input_size, resize=spec.resize, whitening=spec.whitening, dim=spec.dim,
-        version=spec.version,
+        version=spec.version, decode_px=spec.decode_px,
     )
 
 
@@ -174,6 +174,6 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
                 pooling=str(spec.get("pooling", "")), gem_p=float(spec.get("gem_p", 0.0)),
                 input_size=int(spec.get("input_size", 0)), resize=str(spec.get("resize", "")),
                 whitening=str(spec.get("whitening", "")), dim=int(spec.get("dim", 0)),
-                version=int(spec.get("version", 0)),
+                version=int(spec.get("version", 0)), decode_px=int(spec.get("decode_px", 0)),
             ),
         )

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lookalike.embedder.errors import ImageDecodeError, ImageTooLarge
-from lookalike.embedder.transforms import decode_image, resize, to_batch
+from lookalike.embedder.transforms import decode, decode_image, resize, to_batch
 from tests.conftest import encode, gradient_image
 
 LIMIT = 50_000_000
@@ -90,3 +90,25 @@ def test_resize_modes_and_batch_shape() -> None:
     assert batch.shape == (2, 3, 32, 32)
     assert float(batch.min()) >= -1.0
     assert float(batch.max()) <= 1.0
+
+
+def test_draft_decodes_large_jpegs_small_but_keeps_their_size() -> None:
+    """A large JPEG decodes at reduced scale (both sides >= draft_px); the original size is kept."""
+    data = encode(gradient_image(2000, 1200), "JPEG")
+    full = decode(data, LIMIT)
+    drafted = decode(data, LIMIT, draft_px=256)
+    assert full.image.size == (2000, 1200)
+    assert drafted.image.size == (500, 300)
+    assert (drafted.width, drafted.height) == (2000, 1200)
+    small = decode(encode(gradient_image(300, 200), "JPEG"), LIMIT, draft_px=256)
+    assert small.image.size == (300, 200)
+
+
+def test_original_size_is_upright_for_rotated_jpegs() -> None:
+    """With EXIF orientation 6, the reported size is the rotated one, drafted or not."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(gradient_image(1600, 800), "JPEG", exif=exif.tobytes())
+    drafted = decode(data, LIMIT, draft_px=128)
+    assert (drafted.width, drafted.height) == (800, 1600)
+    assert drafted.image.height > drafted.image.width

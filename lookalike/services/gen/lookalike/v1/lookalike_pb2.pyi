@@ -35,6 +35,7 @@ class ModelSpec(_message.Message):
     WHITENING_FIELD_NUMBER: _builtins.int
     DIM_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    DECODE_PX_FIELD_NUMBER: _builtins.int
     backbone: _builtins.str
     weights: _builtins.str
     pooling: _builtins.str
@@ -44,6 +45,8 @@ class ModelSpec(_message.Message):
     whitening: _builtins.str
     dim: _builtins.int
     version: _builtins.int
+    decode_px: _builtins.int
+    """JPEGs are decoded at reduced scale down to this many pixels a side (0: full size)."""
     def __init__(
         self,
         *,
@@ -56,10 +59,11 @@ class ModelSpec(_message.Message):
         whitening: _builtins.str = ...,
         dim: _builtins.int = ...,
         version: _builtins.int = ...,
+        decode_px: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "dim", b"dim", "gem_p", b"gem_p", "input_size", b"input_size", "pooling", b"pooling", "resize", b"resize", "version", b"version", "weights", b"weights", "whitening", b"whitening"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "decode_px", b"decode_px", "dim", b"dim", "gem_p", b"gem_p", "input_size", b"input_size", "pooling", b"pooling", "resize", b"resize", "version", b"version", "weights", b"weights", "whitening", b"whitening"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
