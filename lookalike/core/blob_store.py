@@ -7,7 +7,7 @@ import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from lookalike.core.errors import ConfigError, InvalidArgument, NotFound, StoreUnavailable
@@ -92,7 +92,7 @@ class LocalBlobStore:
             raise StoreUnavailable(f"blob directory {self.root} does not exist")
 
 
-def _transport_errors() -> tuple[type[Exception], ...]:
+def s3_transport_errors() -> tuple[type[Exception], ...]:
     """What the minio SDK raises when S3 cannot be reached or answers with an error."""
     from minio.error import MinioException
     from urllib3.exceptions import HTTPError
@@ -100,30 +100,33 @@ def _transport_errors() -> tuple[type[Exception], ...]:
     return (MinioException, OSError, HTTPError)
 
 
+def minio_client(settings: BlobSettings) -> Any:
+    """A `minio.Minio` client for the configured endpoint and keys."""
+    import urllib3
+    from minio import Minio
+
+    return Minio(
+        settings.endpoint,
+        access_key=settings.access_key.get_secret_value() or None,
+        secret_key=settings.secret_key.get_secret_value() or None,
+        secure=settings.secure,
+        region=settings.region,
+        # Few, quick retries: an unreachable endpoint is reported in seconds, not minutes.
+        http_client=urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5.0, read=60.0),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+            maxsize=16,
+        ),
+    )
+
+
 class S3BlobStore:
     """Blobs in an S3/MinIO bucket through the `minio` SDK; the bucket is created if missing."""
 
     def __init__(self, bucket: str, prefix: str, settings: BlobSettings) -> None:
-        import urllib3
-        from minio import Minio
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key.get_secret_value() or None,
-            secret_key=settings.secret_key.get_secret_value() or None,
-            secure=settings.secure,
-            region=settings.region,
-            # Few, quick retries: an unreachable endpoint is reported in seconds, not minutes.
-            http_client=urllib3.PoolManager(
-                timeout=urllib3.Timeout(connect=5.0, read=60.0),
-                retries=urllib3.Retry(
-                    total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
-                ),
-                maxsize=16,
-            ),
-        )
+        self._client = minio_client(settings)
         self._ensure_bucket()
 
     def _object(self, key: str) -> str:
@@ -134,7 +137,7 @@ class S3BlobStore:
         try:
             if not self._client.bucket_exists(self.bucket):
                 self._client.make_bucket(self.bucket)
-        except _transport_errors() as exc:
+        except s3_transport_errors() as exc:
             raise StoreUnavailable(f"S3 bucket {self.bucket!r} is unreachable: {exc}") from exc
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
@@ -143,7 +146,7 @@ class S3BlobStore:
                 self.bucket, self._object(key), io.BytesIO(data), len(data),
                 content_type=content_type,
             )
-        except _transport_errors() as exc:
+        except s3_transport_errors() as exc:
             raise StoreUnavailable(f"S3 put of {key!r} failed: {exc}") from exc
 
     def get(self, key: str) -> bytes:
@@ -155,7 +158,7 @@ class S3BlobStore:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise NotFound(f"blob {key!r} not found in bucket {self.bucket!r}") from None
             raise StoreUnavailable(f"S3 get of {key!r} failed: {exc}") from exc
-        except _transport_errors() as exc:
+        except s3_transport_errors() as exc:
             raise StoreUnavailable(f"S3 get of {key!r} failed: {exc}") from exc
         try:
             return bytes(response.read())
@@ -172,14 +175,14 @@ class S3BlobStore:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 return False
             raise StoreUnavailable(f"S3 stat of {key!r} failed: {exc}") from exc
-        except _transport_errors() as exc:
+        except s3_transport_errors() as exc:
             raise StoreUnavailable(f"S3 stat of {key!r} failed: {exc}") from exc
         return True
 
     def delete(self, key: str) -> None:
         try:
             self._client.remove_object(self.bucket, self._object(key))
-        except _transport_errors() as exc:
+        except s3_transport_errors() as exc:
             raise StoreUnavailable(f"S3 delete of {key!r} failed: {exc}") from exc
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:

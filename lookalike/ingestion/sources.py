@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
+from lookalike.core.blob_store import minio_client, s3_transport_errors
 from lookalike.core.errors import ConfigError, StoreUnavailable
 from lookalike.core.settings import BlobSettings
 
@@ -184,41 +185,20 @@ def tar_items(shards: list[Path]) -> Iterator[FetchedItem]:
                 )
 
 
-def _minio_client(settings: BlobSettings) -> Minio:
-    import urllib3
-    from minio import Minio
-
-    return Minio(
-        settings.endpoint,
-        access_key=settings.access_key.get_secret_value() or None,
-        secret_key=settings.secret_key.get_secret_value() or None,
-        secure=settings.secure,
-        region=settings.region,
-        http_client=urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5.0, read=60.0),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503)),
-            maxsize=16,
-        ),
-    )
-
-
 def s3_items(url: str, settings: BlobSettings) -> Iterator[FetchedItem]:
     """Image objects under `s3://bucket/prefix`, listed recursively (lazily) and fetched on read.
 
     Uses the blob settings' endpoint and keys. Checked when called, not when first iterated:
     an unreachable endpoint raises StoreUnavailable and a missing bucket ConfigError at once.
     """
-    from minio.error import MinioException
-    from urllib3.exceptions import HTTPError
-
     parsed = urlparse(url)
     bucket, folder = parsed.netloc, parsed.path.strip("/")
     # The prefix is a folder: s3://b/photos lists photos/..., not photos-old/...
     prefix = f"{folder}/" if folder else ""
     if not bucket:
         raise ConfigError(f"source {url!r} names no bucket (expected s3://bucket[/prefix])")
-    client = _minio_client(settings)
-    transport = (MinioException, OSError, HTTPError)
+    client = minio_client(settings)
+    transport = s3_transport_errors()
     try:
         if not client.bucket_exists(bucket):
             raise ConfigError(f"source bucket {bucket!r} does not exist at {settings.endpoint}")
@@ -228,10 +208,7 @@ def s3_items(url: str, settings: BlobSettings) -> Iterator[FetchedItem]:
 
 
 def _s3_listing(client: Minio, bucket: str, prefix: str, url: str) -> Iterator[FetchedItem]:
-    from minio.error import MinioException
-    from urllib3.exceptions import HTTPError
-
-    transport = (MinioException, OSError, HTTPError)
+    transport = s3_transport_errors()
 
     def get(name: str) -> bytes:
         try:
