@@ -16,7 +16,7 @@ from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, JsonDict, image_key, thumb_key
 from lookalike.core.vector_store import MAX_TOP_K, CollectionInfo
 from lookalike.embedder.errors import EmbedderError, ImageError
-from lookalike.embedder.transforms import content_type, decode_image, image_extension, thumbnail_jpeg
+from lookalike.embedder.transforms import content_type, decode, image_extension, thumbnail_jpeg
 from lookalike.services.search import SearchEngine
 
 MAX_TAGS = 64
@@ -84,14 +84,15 @@ class Catalog:
 
     def _prepare(self, item: NewImage) -> _Prepared:
         _check_fields(item)
-        decoded = decode_image(item.image, self.max_pixels)
+        # Only the thumbnail and the original size are needed here: a reduced-scale decode does.
+        decoded = decode(item.image, self.max_pixels, draft_px=self.thumbnail_px)
         image_id, sha = content_id(item.image)
         meta = ImageMeta(
             id=image_id, sha256=sha, blob_key=image_key(sha, image_extension(item.image)),
             source=item.source, label=item.label, tags=item.tags, meta=item.meta,
             width=decoded.width, height=decoded.height, ingested_at=int(time.time()),
         )
-        return _Prepared(meta, item.image, thumbnail_jpeg(decoded, self.thumbnail_px))
+        return _Prepared(meta, item.image, thumbnail_jpeg(decoded.image, self.thumbnail_px))
 
     def upsert(self, items: Sequence[NewImage]) -> list[UpsertOutcome]:
         """One outcome per item, in order; an image already stored gets its metadata replaced."""
