@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from streamlit.testing.v1 import AppTest
 
 from lookalike.compose import blobs_from, engine_from, pipeline_from, store_from
@@ -25,7 +26,7 @@ DEMO_COUNT = 24
 
 @contextmanager
 def demo_server(
-    data_dir: Path, embedder: Embedder, demo_dir: Path, port: int = 0
+    data_dir: Path, embedder: Embedder, demo_dir: Path, port: int = 0, token: str = ""
 ) -> Iterator[str]:
     """A real gRPC server on 127.0.0.1 over the ingested demo photos; yields host:port."""
     settings = make_settings(data_dir)
@@ -35,8 +36,10 @@ def demo_server(
         folder_items(demo_dir), progress=False
     )
     assert (report.added, report.failed) == (DEMO_COUNT, [])
+    tokens = [SecretStr(token)] if token else []
     running = start_server(
-        engine_from(settings, embedder, store, blobs), ServerSettings(host="127.0.0.1", port=port)
+        engine_from(settings, embedder, store, blobs),
+        ServerSettings(host="127.0.0.1", port=port, tokens=tokens),
     )
     try:
         yield running.address
@@ -164,6 +167,23 @@ def test_try_again_recovers_once_the_server_is_up(
     port = int(address.rsplit(":", 1)[1])
     with demo_server(tmp_path / "data", embedder, demo_dir, port=port):
         at.button(key="retry_search").click().run()
+        assert not at.exception
+        assert not at.error
+        assert result_cards(at)[0][2] == f"{QUERY_LABEL} · {QUERY_NAME}"
+
+
+def test_a_token_protected_server_needs_the_configured_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedder: Embedder, demo_dir: Path
+) -> None:
+    """With LOOKALIKE_CLIENT__TOKEN the page searches; without it, it says the token is refused."""
+    with demo_server(tmp_path / "data", embedder, demo_dir, token="ui-secret") as address:
+        at = upload(open_app(monkeypatch, address), demo_dir / QUERY_LABEL / QUERY_NAME)
+        assert not at.exception
+        assert len(at.error) == 1
+        assert "refused this client's credentials" in at.error[0].value
+        assert "LOOKALIKE_CLIENT__TOKEN" in at.error[0].value
+        monkeypatch.setenv("LOOKALIKE_CLIENT__TOKEN", "ui-secret")
+        at = upload(open_app(monkeypatch, address), demo_dir / QUERY_LABEL / QUERY_NAME)
         assert not at.exception
         assert not at.error
         assert result_cards(at)[0][2] == f"{QUERY_LABEL} · {QUERY_NAME}"

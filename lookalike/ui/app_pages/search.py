@@ -52,6 +52,12 @@ def _show_error(client: LookalikeClient, exc: ClientError) -> None:
             "`lookalike serve` is running there and that LOOKALIKE_CLIENT__ADDRESS points to it.",
             icon=":material/cloud_off:",
         )
+    elif exc.code.name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        st.error(
+            f"The Lookalike server at {client.address} refused this client's credentials. "
+            "Set LOOKALIKE_CLIENT__TOKEN to one of the server's tokens and reload.",
+            icon=":material/lock:",
+        )
     elif exc.code.name == "INVALID_ARGUMENT":
         st.error(f"The server refused this search: {markdown_text(exc.message)}",
                  icon=":material/error:")
