@@ -11,7 +11,6 @@ Clients run in a separate process (threads there), so that they do not share the
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import statistics
 import sys
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe_machine
+from bench.machine import describe_machine, print_result
 from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.embedder.runtime import Embedder
@@ -276,11 +275,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     result["dataset"] = args.dataset
     result["machine"] = describe_machine()
     result["command"] = "lookalike bench api " + " ".join(sys.argv[3:])
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>30}: {value}")
+    print_result(result, args.json)
     if args.out:
         write_block(args.out, render(result))
     return 0

@@ -12,7 +12,6 @@ All three run in one process, with the same model, on the same images:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe_machine
+from bench.machine import describe_machine, print_result
 from lookalike.compose import blobs_from, embedder_from, pipeline_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, image_key, thumb_key
@@ -135,9 +134,5 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     result = measure(local, items, args.naive, args.repeats)
     result["machine"] = describe_machine()
     result["command"] = "lookalike bench ingest " + " ".join(sys.argv[3:])
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>26}: {value}")
+    print_result(result, args.json)
     return 0

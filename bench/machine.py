@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def describe_machine() -> str:
@@ -31,3 +33,13 @@ def describe_machine() -> str:
         accel = "no torch"
     return (f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}; {accel}")
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    """A benchmark's result: one JSON object, or one aligned `key: value` line per entry."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max((len(key) for key in result), default=0)
+    for key, value in result.items():
+        print(f"{key:>{width}}: {value}")
