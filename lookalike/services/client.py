@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,6 +14,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
+from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
@@ -96,27 +97,11 @@ class EmbedResult:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """The model that produced a set of descriptors."""
-
-    backbone: str
-    weights: str
-    pooling: str
-    gem_p: float
-    input_size: int
-    resize: str
-    whitening: str
-    dim: int
-    version: int
-    decode_px: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class EmbedResponse:
     """One result per image, in order, and the model's spec."""
 
     results: list[EmbedResult]
-    model: ModelSpec
+    model: EmbedderSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +142,7 @@ class Stats:
     index_type: str
     index_params: dict[str, str]
     metric_type: str
-    model: ModelSpec
+    model: EmbedderSpec
 
 
 def _hit(h: pb.Hit) -> Hit:
@@ -167,10 +152,9 @@ def _hit(h: pb.Hit) -> Hit:
                meta=json.loads(h.meta_json) if h.meta_json else {}, ingested_at=h.ingested_at)
 
 
-def _spec(m: pb.ModelSpec) -> ModelSpec:
-    return ModelSpec(backbone=m.backbone, weights=m.weights, pooling=m.pooling, gem_p=m.gem_p,
-                     input_size=m.input_size, resize=m.resize, whitening=m.whitening, dim=m.dim,
-                     version=m.version, decode_px=m.decode_px)
+def _spec(m: pb.ModelSpec) -> EmbedderSpec:
+    # The message's fields are the spec's fields, by name.
+    return EmbedderSpec(**{f.name: getattr(m, f.name) for f in fields(EmbedderSpec)})
 
 
 def _search_response(r: pb.SearchResponse) -> SearchResponse:

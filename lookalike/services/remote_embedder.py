@@ -52,12 +52,7 @@ class RemoteEmbedder:
             raise EmbedderUnavailable(
                 f"remote EmbedService at {self._client.address} failed: {exc}"
             ) from None
-        m = response.model
-        spec = EmbedderSpec(
-            backbone=m.backbone, weights=m.weights, pooling=m.pooling, gem_p=m.gem_p,
-            input_size=m.input_size, resize=m.resize, whitening=m.whitening, dim=m.dim,
-            decode_px=m.decode_px, version=m.version,
-        )
+        spec = response.model
         if self._spec is not None and spec != self._spec:
             # The collection was opened for the first spec: vectors of another model must not
             # be compared with it.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import grpc
 import numpy as np
@@ -20,11 +22,13 @@ from lookalike.services.search import Query, RankResult, SearchEngine, SearchOpt
 
 def spec_message(spec: EmbedderSpec) -> pb.ModelSpec:
     """A ModelSpec message from the embedder's spec."""
-    return pb.ModelSpec(
-        backbone=spec.backbone, weights=spec.weights, pooling=spec.pooling, gem_p=spec.gem_p,
-        input_size=spec.input_size, resize=spec.resize, whitening=spec.whitening, dim=spec.dim,
-        version=spec.version, decode_px=spec.decode_px,
-    )
+    return spec_message_from_dict(spec.to_dict())
+
+
+def spec_message_from_dict(spec: Mapping[str, Any]) -> pb.ModelSpec:
+    """A ModelSpec message from a stored spec; the message's fields are the spec's, by name."""
+    known = pb.ModelSpec.DESCRIPTOR.fields_by_name
+    return pb.ModelSpec(**{k: v for k, v in spec.items() if k in known})
 
 
 def _item_error(exc: LookalikeError | EmbedderError) -> pb.ItemError:
@@ -169,11 +173,5 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             index_type=info.index_type,
             index_params={k: str(v) for k, v in info.index_params.items()},
             metric_type=info.metric_type,
-            model=pb.ModelSpec(
-                backbone=str(spec.get("backbone", "")), weights=str(spec.get("weights", "")),
-                pooling=str(spec.get("pooling", "")), gem_p=float(spec.get("gem_p", 0.0)),
-                input_size=int(spec.get("input_size", 0)), resize=str(spec.get("resize", "")),
-                whitening=str(spec.get("whitening", "")), dim=int(spec.get("dim", 0)),
-                version=int(spec.get("version", 0)), decode_px=int(spec.get("decode_px", 0)),
-            ),
+            model=spec_message_from_dict(spec),
         )
