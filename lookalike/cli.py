@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
@@ -143,14 +144,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     """Search the server with an image file and print a table."""
-    from lookalike.services.client import LookalikeClient
+    from lookalike.services.client import ClientConfig
 
     data = Path(args.image).read_bytes()
-    address = args.address or settings.client.address
-    client_settings = settings.client
-    with LookalikeClient(address, timeout_s=client_settings.timeout_s,
-                         token=client_settings.token.get_secret_value(),
-                         tls_ca=client_settings.tls_ca) as client:
+    config = ClientConfig.from_settings(settings.client)
+    with replace(config, address=args.address or config.address).connect() as client:
         response = client.search(image=data, top_k=args.top_k, filter_expr=args.filter,
                                  min_score=args.min_score)
     print(f"{len(response.hits)} results in {response.took_ms:.1f} ms from {response.collection!r}")
@@ -162,11 +160,11 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when the server answers SERVING, 1 otherwise."""
-    from lookalike.services.client import LookalikeClient
+    from lookalike.services.client import ClientConfig
 
-    address = args.address or settings.client.address
-    with LookalikeClient(address, timeout_s=args.timeout,
-                         tls_ca=settings.client.tls_ca) as client:
+    config = ClientConfig.from_settings(settings.client)
+    address = args.address or config.address
+    with replace(config, address=address, timeout_s=args.timeout).connect() as client:
         serving = client.healthy()
     print(f"{address}: {'SERVING' if serving else 'NOT SERVING'}")
     return EXIT_OK if serving else EXIT_ERROR

@@ -41,11 +41,7 @@ def blobs_from(settings: Settings) -> BlobStore:
 
 def store_from(settings: Settings, embedder: Embedder, collection: str | None = None) -> MilvusVectorStore:
     """The collection for this embedder's model, created when missing."""
-    client = connect_milvus(settings.milvus_uri, settings.milvus)
-    return MilvusVectorStore.open(
-        client, collection or settings.milvus.collection, embedder.spec.to_dict(),
-        embedder.dim, settings.milvus,
-    )
+    return store_for_spec(settings, embedder.spec, collection)
 
 
 def pipeline_from(settings: Settings, embedder: Embedder, store: MilvusVectorStore,

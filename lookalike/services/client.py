@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -17,6 +17,9 @@ from numpy.typing import NDArray
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from lookalike.core.settings import ClientSettings
 
 Reply = TypeVar("Reply")
 
@@ -361,6 +364,14 @@ class ClientConfig:
     token: str = ""
     tls_ca: str = ""
 
+    @classmethod
+    def from_settings(cls, client: ClientSettings) -> ClientConfig:
+        """The configuration the client settings describe."""
+        return cls(
+            address=client.address, timeout_s=client.timeout_s,
+            token=client.token.get_secret_value(), tls_ca=client.tls_ca,
+        )
+
     def connect(self) -> LookalikeClient:
         """A client for this configuration."""
         return LookalikeClient(
@@ -375,8 +386,4 @@ def client_config_from_env() -> ClientConfig:
     """
     from lookalike.core.settings import Settings
 
-    client = Settings().client
-    return ClientConfig(
-        address=client.address, timeout_s=client.timeout_s,
-        token=client.token.get_secret_value(), tls_ca=client.tls_ca,
-    )
+    return ClientConfig.from_settings(Settings().client)
