@@ -78,7 +78,8 @@ def evaluate(
     """Ingest the dataset's database, run every query through the gRPC API, score the rankings."""
     report = pipeline.run(dataset.database, total=len(dataset.database), progress=progress)
     stored = store.count()
-    source_of = {content_id(item.read())[0]: item.source for item in dataset.database}
+    id_of = {item.source: content_id(item.read())[0] for item in dataset.database}
+    source_of = {image_id: source for source, image_id in id_of.items()}
     engine = SearchEngine(embedder, store, blobs, max_top_k=MAX_TOP_K, presign_expiry_s=60)
     server = start_server(engine, ServerSettings(host="127.0.0.1", port=0, max_message_mb=256))
     started = time.perf_counter()
@@ -86,13 +87,13 @@ def evaluate(
         with LookalikeClient(server.address, timeout_s=300.0, max_message_mb=256) as client:
 
             def ranking(query: EvalQuery) -> list[bool]:
-                data = query.path.read_bytes()
                 # Full rankings: every stored image but the query itself.
                 if query.in_database:
-                    response = client.search(image_id=content_id(data)[0],
+                    response = client.search(image_id=id_of[str(query.path.absolute())],
                                              top_k=min(stored - 1, MAX_TOP_K), ids_only=True)
                 else:
-                    response = client.search(image=data, top_k=min(stored, MAX_TOP_K),
+                    response = client.search(image=query.path.read_bytes(),
+                                             top_k=min(stored, MAX_TOP_K),
                                              ids_only=True)
                 return [source_of.get(hit.id, "") in query.relevant for hit in response.hits]
 
