@@ -1,4 +1,5 @@
-"""`make eval`: `lookalike eval --json` on every dataset, the table written into docs/QUALITY.md."""
+"""`make eval`: `lookalike eval --ablation --json` on every dataset; tables and P@K plots written
+into docs/QUALITY.md and docs/quality/."""
 
 from __future__ import annotations
 
@@ -24,38 +25,64 @@ def find_datasets(root: Path) -> list[Path]:
     )
 
 
-def run_eval(dataset: Path) -> dict[str, Any]:
-    """One dataset through the CLI; its JSON line."""
-    command = [sys.executable, "-m", "lookalike.cli", "eval", str(dataset), "--json",
-               "--no-progress"]
+LATENCY_DATASET = "corel1k"
+LATENCY_QUERIES = 16
+
+
+def run_eval(dataset: Path, plots: Path) -> list[dict[str, Any]]:
+    """One dataset's ablation through the CLI; one JSON object per configuration."""
+    command = [sys.executable, "-m", "lookalike.cli", "eval", str(dataset), "--ablation", "--json",
+               "--no-progress", "--plot", str(plots / f"{dataset.name}_pk.png")]
+    if dataset.name == LATENCY_DATASET:
+        command += ["--latency", str(LATENCY_QUERIES)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"eval of {dataset} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+def _fmt(value: Any, column: str = "") -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}" if column.startswith("latency") else f"{value:.3f}"
+    return str(value)
 
 
-def render(results: list[dict[str, Any]], command: str) -> str:
-    """The markdown block for QUALITY.md."""
-    # Speed belongs in BENCHMARKS.md (`make bench`); queries/s here is full-ranking evaluation.
-    columns = ["dataset", "kind", "images", "queries", "p@1", "p@5", "p@10", "map", "top1",
-               "queries_per_s"]
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    kind = rows[0]["kind"]
+    columns = ["config", "p@1", "p@10", "map", "ndcg@10", "recall@10"]
+    if kind == "instance":
+        columns.insert(1, "top1")
+    if any("latency_total_ms" in r for r in rows):
+        columns += ["latency_total_ms", "latency_embed_ms", "latency_rank_ms", "latency_verify_ms"]
+    columns.append("levers")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, ""), c) for c in columns) + " |")
+    return lines
+
+
+def render(results: dict[str, list[dict[str, Any]]], command: str, plots: Path, out: Path) -> str:
+    """The markdown block for QUALITY.md: one ablation table (and plot) per dataset."""
     lines = [
         BEGIN,
         f"Command: `{command}`  ",
         f"Date: {dt.date.today().isoformat()}  ",
-        f"Machine: {describe_machine()}  ",
-        f"Backbone: {', '.join(sorted({str(r['backbone']) for r in results}))}",
+        f"Machine: {describe_machine()}",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
     ]
-    for r in results:
-        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+    for name, rows in results.items():
+        first = rows[0]
+        lines += [
+            f"### {name} ({first['kind']}: {first['images']} images, {first['queries']} queries)",
+            "",
+            f"Command: `lookalike eval ../shared/datasets/{name} --ablation --json"
+            + (f" --latency {LATENCY_QUERIES}" if name == LATENCY_DATASET else "") + "`",
+            "",
+            *_table(rows),
+            "",
+            f"![P@K per configuration]({(plots / f'{name}_pk.png').relative_to(out.parent)})",
+            "",
+        ]
     lines.append(END)
     return "\n".join(lines)
 
@@ -72,23 +99,38 @@ def write_block(path: Path, block: str) -> None:
     path.write_text(text)
 
 
+def load_rows(plots: Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The stored results of every dataset that has them, in `names` order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        path = plots / f"{name}.jsonl"
+        if path.is_file():
+            out[name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
 def main() -> None:
-    """Evaluate every dataset and write the table."""
+    """Run the ablation on every dataset (or those named) and write the tables of all."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--only", nargs="*", help="dataset names to run (default: all)")
+    parser.add_argument("--only", nargs="*", help="dataset names to (re-)run (default: all); the "
+                        "others' last results, kept in docs/quality/<name>.jsonl, stay in the page")
     args = parser.parse_args()
-    results = []
-    for dataset in find_datasets(args.datasets):
+    plots = args.out.parent / "quality"
+    plots.mkdir(parents=True, exist_ok=True)
+    datasets = find_datasets(args.datasets)
+    for dataset in datasets:
         if args.only and dataset.name not in args.only:
             continue
-        result = run_eval(dataset)
-        print(json.dumps(result), flush=True)
-        results.append(result)
+        rows = run_eval(dataset, plots)
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        (plots / f"{dataset.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     command = "make eval" + (f" (python -m bench.eval --only {' '.join(args.only)})"
                              if args.only else "")
-    write_block(args.out, render(results, command))
+    results = load_rows(plots, [d.name for d in datasets])
+    write_block(args.out, render(results, command, plots, args.out))
     print(f"wrote {args.out}")
 
 

@@ -17,6 +17,7 @@ from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_f
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.embedder.errors import EmbedderError
+from lookalike.evaluation.datasets import EvalDataset
 from lookalike.ingestion.pipeline import IngestReport
 from lookalike.services.client import ClientError
 
@@ -42,6 +43,10 @@ def _print_report(report: IngestReport, report_path: Path | None) -> None:
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     """Ingest a folder, s3://bucket/prefix, tar shard(s) or list file of paths/URLs."""
+    import time
+
+    from lookalike.compose import collection_embedder_from, dba_from
+    from lookalike.ingestion.dba import apply_dba, dba_for, ids_ingested_since
     from lookalike.ingestion.demo import write_demo_images
     from lookalike.ingestion.metrics import IngestMetrics
     from lookalike.ingestion.sources import LIST_SUFFIXES, open_source
@@ -50,14 +55,16 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     # Stores first: one that cannot be reached fails the command before any work starts.
     blobs = blobs_from(settings)
     items = open_source(source, settings.blobs, settings.ingest.fetch_timeout_s)
-    embedder = embedder_from(settings)
+    embedder = collection_embedder_from(settings, blobs, args.collection)
     store = store_from(settings, embedder, args.collection)
+    dba = dba_for(store, dba_from(settings))
     total: int | None = None
     if Path(source).is_dir() or Path(source).suffix.lower() in LIST_SUFFIXES:
         listed = list(items)  # folders and lists are cheap to count, which gives the bar an ETA
         total, items = len(listed), iter(listed)
     print(f"ingesting {'' if total is None else f'{total} images '}from {source} into "
           f"{store.name!r} ({embedder.spec.backbone}, {embedder.device})")
+    started = int(time.time())
     with IngestMetrics() as metrics:
         if settings.ingest.metrics_port:
             metrics.serve(settings.ingest.metrics_host, settings.ingest.metrics_port)
@@ -68,15 +75,20 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     print("stage seconds (busy): " + ", ".join(
         f"{stage} {seconds:.1f}" for stage, seconds in report.stage_seconds.items()
     ) + (f"; {report.retries} write retries" if report.retries else ""))
+    if dba is not None and report.added:
+        # The pipeline stamps ingested_at with the wall clock: rows stamped since the start are new.
+        updated = apply_dba(store, ids_ingested_since(store, started), dba.k, dba.alpha)
+        print(f"DBA (k={dba.k}, alpha={dba.alpha}): {updated} embeddings recomputed")
     return EXIT_SOME_FILES_FAILED if report.failed else EXIT_OK
 
 
 def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
     """List near-duplicate pairs (one Milvus range search per stored image)."""
+    from lookalike.compose import existing_store_from
     from lookalike.ingestion.maintenance import near_duplicates
 
-    embedder = embedder_from(settings)
-    store = store_from(settings, embedder, args.collection)
+    # Maintenance needs no model: any collection, whitened or not, whatever built it.
+    store = existing_store_from(settings, args.collection)
     pairs = 0
     for pair in near_duplicates(store, args.threshold, max_per_image=args.max_per_image):
         first, second = store.get([pair.first, pair.second])
@@ -95,16 +107,52 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
     """Delete images by id or filter: the vector first, then the blob and thumbnail."""
+    from lookalike.compose import existing_store_from
     from lookalike.ingestion.maintenance import delete_images, delete_matching
 
     blobs = blobs_from(settings)
-    embedder = embedder_from(settings)
-    store = store_from(settings, embedder, args.collection)
+    store = existing_store_from(settings, args.collection)
     if args.filter:
         removed = delete_matching(store, blobs, args.filter)
     else:
         removed = delete_images(store, blobs, args.id)
     print(f"deleted {removed} images from {store.name!r}")
+    return EXIT_OK
+
+
+def cmd_dba(settings: Settings, args: argparse.Namespace) -> int:
+    """Recompute database-side augmentation from the raw descriptors: pending rows, or --all."""
+    from lookalike.compose import dba_from, existing_store_from
+    from lookalike.core.errors import ConfigError
+    from lookalike.ingestion.dba import apply_dba, apply_dba_all, dba_for, unaugmented_ids
+
+    store = existing_store_from(settings, args.collection)
+    wanted = dba_from(settings)
+    params = (wanted or store.dba_params()) if args.all else dba_for(store, wanted)
+    if params is None:
+        store.require_raw()
+        raise ConfigError(f"no DBA parameters for {store.name!r}: set retrieval.dba_k")
+    if args.all:
+        updated = apply_dba_all(store, params.k, params.alpha)
+    else:
+        updated = apply_dba(store, unaugmented_ids(store), params.k, params.alpha)
+    print(f"{updated} embeddings of {store.name!r} recomputed (k={params.k}, alpha={params.alpha})")
+    return EXIT_OK
+
+
+def cmd_whiten(settings: Settings, args: argparse.Namespace) -> int:
+    """Learn PCA whitening on a collection and serve it whitened; the old collection is kept."""
+    from lookalike.compose import existing_store_from
+    from lookalike.ingestion.whiten import whiten_collection
+
+    blobs = blobs_from(settings)
+    store = existing_store_from(settings, args.collection)
+    result = whiten_collection(store, blobs, dim=args.dim, power=args.power)
+    print(f"{result.rows} images of {store.name!r} whitened to {result.whitening.dim} dimensions; "
+          f"it now serves {result.current}")
+    print(f"the unwhitened collection {result.previous} is kept: drop it once searches look "
+          f"right, or roll back by pointing alias {store.name!r} at it (Milvus alter_alias)")
+    print(f"whitening id: {result.whitening.id}")
     return EXIT_OK
 
 
@@ -117,11 +165,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     server_settings = settings.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
-    from lookalike.compose import query_embedder_from, store_for_spec
+    from lookalike.compose import collection_embedder_from, query_embedder_from, store_for_spec
 
-    embedder = query_embedder_from(settings)
+    blobs = blobs_from(settings)
+    # A remote EmbedService whitens as its own collection says; the spec check catches a mismatch.
+    embedder = (query_embedder_from(settings) if settings.embed_service.address
+                else collection_embedder_from(settings, blobs))
     store = store_for_spec(settings, embedder.spec)
-    engine = engine_from(settings, embedder, store, blobs_from(settings))
+    engine = engine_from(settings, embedder, store, blobs)
     running = start_server(engine, server_settings, thumbnail_px=settings.ingest.thumbnail_px,
                            max_pixels=settings.model.max_pixels)
     where = (f"remote EmbedService {settings.embed_service.address}"
@@ -150,11 +201,14 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     config = ClientConfig.from_settings(settings.client)
     with replace(config, address=args.address or config.address).connect() as client:
         response = client.search(image=data, top_k=args.top_k, filter_expr=args.filter,
-                                 min_score=args.min_score)
+                                 min_score=args.min_score, qe_n=args.qe, verify=args.verify)
+    verified = any(hit.inliers is not None for hit in response.hits)
     print(f"{len(response.hits)} results in {response.took_ms:.1f} ms from {response.collection!r}")
-    print(f"{'rank':>4}  {'id':>20}  {'score':>6}  {'label':<16}  source")
+    inliers_head = f"  {'inliers':>7}" if verified else ""
+    print(f"{'rank':>4}  {'id':>20}  {'score':>6}{inliers_head}  {'label':<16}  source")
     for rank, hit in enumerate(response.hits, 1):
-        print(f"{rank:>4}  {hit.id:>20}  {hit.score:6.3f}  {hit.label:<16}  {hit.source}")
+        inliers = f"  {hit.inliers or 0:>7}" if verified else ""
+        print(f"{rank:>4}  {hit.id:>20}  {hit.score:6.3f}{inliers}  {hit.label:<16}  {hit.source}")
     return EXIT_OK
 
 
@@ -171,11 +225,49 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
-    """Evaluate retrieval on a labelled dataset."""
+    """Evaluate retrieval on a labelled dataset: configurations of the quality levers on cached
+    descriptors, or (--e2e) the whole ingest and gRPC search path."""
     from lookalike.evaluation.datasets import load_dataset
-    from lookalike.evaluation.runner import eval_collection_name, evaluate
 
     dataset = load_dataset(Path(args.dataset))
+    if args.e2e:
+        return _eval_end_to_end(settings, args, dataset)
+    from lookalike.embedder.local_features import LocalFeatureConfig
+    from lookalike.evaluation.configs import ablation, preset
+    from lookalike.evaluation.suite import EvalEnv, iter_evaluate
+
+    configs = (ablation(dataset.kind) if args.ablation
+               else [preset(name, dataset.kind) for name in args.config])
+    r = settings.retrieval
+    env = EvalEnv(
+        cache_dir=settings.cache_dir, milvus=settings.milvus,
+        local=LocalFeatureConfig(kind=r.local_features, max_features=r.local_max_features,
+                                 max_side=r.local_max_side, ratio=r.local_ratio,
+                                 ransac_px=r.ransac_px),
+        min_inliers=r.min_inliers, batch_size=settings.model.batch_size,
+        threads=settings.model.threads, decode_px=settings.model.decode_px,
+        max_pixels=settings.model.max_pixels, ann=not args.no_ann,
+        latency_queries=args.latency, progress=not args.no_progress,
+    )
+    results = []
+    for result in iter_evaluate(dataset, configs, env):
+        results.append(result)
+        out = result.as_json()
+        if args.json:
+            print(json.dumps(out), flush=True)
+        else:
+            print(f"{out['config']:>16}  P@10 {out['p@10']:.4f}  mAP {out['map']:.4f}  "
+                  f"NDCG@10 {out['ndcg@10']:.4f}  {out['levers']}", flush=True)
+    if args.plot:
+        from lookalike.evaluation.plot import plot_pk
+
+        plot_pk(results, Path(args.plot), f"{dataset.name}: precision at K")
+    return EXIT_OK
+
+
+def _eval_end_to_end(settings: Settings, args: argparse.Namespace, dataset: EvalDataset) -> int:
+    from lookalike.evaluation.runner import eval_collection_name, evaluate
+
     if not settings.milvus.uri:
         # Its own Milvus Lite file, so an evaluation can run beside `lookalike serve`.
         settings = settings.model_copy(update={"data_dir": settings.data_dir / "eval"})
@@ -251,6 +343,24 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--collection", help="collection name (default: settings)")
     delete.set_defaults(func=cmd_delete)
 
+    dba = sub.add_parser(
+        "dba", help="recompute database-side augmentation from the stored raw descriptors"
+    )
+    dba.add_argument("--all", action="store_true",
+                     help="every image (default: those not augmented yet, and their neighbours)")
+    dba.add_argument("--collection", help="collection name (default: settings)")
+    dba.set_defaults(func=cmd_dba)
+
+    whiten = sub.add_parser(
+        "whiten", help="learn PCA whitening on a collection and serve it whitened"
+    )
+    whiten.add_argument("--dim", type=int, default=0,
+                        help="whitened dimensions (default 0: as many as the collection supports)")
+    whiten.add_argument("--power", type=float, default=0.5,
+                        help="eigenvalue power: 0.5 whitens fully, less whitens partially")
+    whiten.add_argument("--collection", help="collection name (default: settings)")
+    whiten.set_defaults(func=cmd_whiten)
+
     serve = sub.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -261,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument("--filter", default="", help='e.g. label == "beach"')
     search.add_argument("--min-score", type=float, help="only hits scoring above this (cosine)")
+    search.add_argument("--qe", type=int, metavar="N",
+                        help="alpha-query expansion over N neighbours, 0: off (default: server's)")
+    search.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                        help="re-rank by geometric verification of local features "
+                             "(default: server's setting)")
     search.add_argument("--address", help="server host:port (default: settings)")
     search.set_defaults(func=cmd_search)
 
@@ -271,8 +386,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate retrieval on a labelled dataset")
     evaluate.add_argument("dataset", help="dataset folder (labels.json or groundtruth.json)")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--collection", help="collection name (default: per dataset and model)")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print one JSON object per configuration")
+    evaluate.add_argument("--config", nargs="+", default=["baseline"],
+                          help="configurations to run (e.g. baseline, best, +dba; see --ablation); "
+                               "best is the best for the dataset's kind (class or instance)")
+    evaluate.add_argument("--ablation", action="store_true",
+                          help="run each lever on and off (baseline, each lever, best, best minus each)")
+    evaluate.add_argument("--plot", help="write the P@K curve of each configuration to this PNG")
+    evaluate.add_argument("--latency", type=int, default=0, metavar="N",
+                          help="also time N queries given as image bytes, per configuration")
+    evaluate.add_argument("--no-ann", action="store_true",
+                          help="skip the ANN index's recall@K against exact search")
+    evaluate.add_argument("--e2e", action="store_true",
+                          help="evaluate the whole path instead: ingest, then search over gRPC")
+    evaluate.add_argument("--collection", help="with --e2e: collection name (default: per dataset "
+                                               "and model)")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
 

@@ -5,20 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from lookalike.core.blob_store import BlobStore, open_blob_store
-from lookalike.core.settings import Settings
-from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
+from lookalike.core.errors import ConfigError
+from lookalike.core.settings import RetrievalSettings, Settings
+from lookalike.core.vector_store import (
+    DbaParams,
+    MilvusVectorStore,
+    connect_milvus,
+    live_collection_spec,
+)
+from lookalike.embedder.local_features import LocalFeatureConfig
 from lookalike.embedder.runtime import Embedder, EmbedderConfig
 from lookalike.embedder.spec import EmbedderSpec
+from lookalike.embedder.whitening import PCAWhitening
 from lookalike.ingestion.metrics import IngestMetrics
 from lookalike.ingestion.pipeline import IngestPipeline
 from lookalike.ingestion.retry import RetryPolicy
+from lookalike.ingestion.whiten import load_whitening
 from lookalike.services.client import LookalikeClient
 from lookalike.services.remote_embedder import RemoteEmbedder
-from lookalike.services.search import QueryEmbedder, SearchEngine
+from lookalike.services.search import QueryEmbedder, Reranking, SearchEngine
 
 
-def embedder_from(settings: Settings) -> Embedder:
-    """The embedder the settings describe (not loaded yet)."""
+def embedder_from(settings: Settings, whitening: PCAWhitening | None = None) -> Embedder:
+    """The embedder the settings describe (not loaded yet), `whitening` applied to its output."""
     model = settings.model
     return Embedder(EmbedderConfig(
         backbone=model.backbone,
@@ -31,6 +40,10 @@ def embedder_from(settings: Settings) -> Embedder:
         threads=model.threads,
         max_pixels=model.max_pixels,
         decode_px=model.decode_px,
+        scales=tuple(model.scales),
+        flip=model.flip,
+        semantic_weight=model.semantic_weight,
+        whitening=whitening,
     ))
 
 
@@ -44,9 +57,19 @@ def store_from(settings: Settings, embedder: Embedder, collection: str | None = 
     return store_for_spec(settings, embedder.spec, collection)
 
 
+def _local_features(retrieval: RetrievalSettings) -> LocalFeatureConfig:
+    """How local features are extracted and matched: the same at ingest and at search."""
+    return LocalFeatureConfig(
+        kind=retrieval.local_features, max_features=retrieval.local_max_features,
+        max_side=retrieval.local_max_side, ratio=retrieval.local_ratio,
+        ransac_px=retrieval.ransac_px,
+    )
+
+
 def pipeline_from(settings: Settings, embedder: Embedder, store: MilvusVectorStore,
                   blobs: BlobStore, metrics: IngestMetrics | None = None) -> IngestPipeline:
-    """An ingestion pipeline over these components."""
+    """An ingestion pipeline over these components; it stores local features when search
+    verifies."""
     ingest = settings.ingest
     return IngestPipeline(
         embedder, store, blobs,
@@ -57,6 +80,7 @@ def pipeline_from(settings: Settings, embedder: Embedder, store: MilvusVectorSto
         queue_batches=ingest.queue_batches,
         retry=RetryPolicy(ingest.retry_initial_s, ingest.retry_max_s, ingest.retry_deadline_s),
         metrics=metrics,
+        local_features=_local_features(settings.retrieval) if settings.retrieval.verify else None,
     )
 
 
@@ -78,15 +102,63 @@ def store_for_spec(settings: Settings, spec: EmbedderSpec,
     client = connect_milvus(settings.milvus_uri, settings.milvus)
     return MilvusVectorStore.open(
         client, collection or settings.milvus.collection, spec.to_dict(), spec.dim,
-        settings.milvus,
+        settings.milvus, dba=dba_from(settings),
     )
+
+
+def existing_store_from(settings: Settings, collection: str | None = None) -> MilvusVectorStore:
+    """An existing collection, whatever model built it (maintenance needs no embedder)."""
+    client = connect_milvus(settings.milvus_uri, settings.milvus)
+    return MilvusVectorStore.attach(
+        client, collection or settings.milvus.collection, settings.milvus
+    )
+
+
+def dba_from(settings: Settings) -> DbaParams | None:
+    """The database-side augmentation the settings ask for; None when off."""
+    retrieval = settings.retrieval
+    return DbaParams(retrieval.dba_k, retrieval.dba_alpha) if retrieval.dba_k > 0 else None
+
+
+def whitening_for(settings: Settings, blobs: BlobStore,
+                  collection: str | None = None) -> PCAWhitening | None:
+    """The whitening the collection's vectors were made with, to whiten queries the same way.
+
+    None when the settings say `none`, the collection does not exist yet, or it is unwhitened.
+    Reads the collection's stored spec and creates nothing.
+    """
+    match settings.retrieval.whitening:
+        case "none":
+            return None
+        case "collection":
+            pass
+        case other:
+            raise ConfigError(
+                f"retrieval.whitening must be 'collection' or 'none', got {other!r}"
+            )
+    client = connect_milvus(settings.milvus_uri, settings.milvus)
+    spec = live_collection_spec(client, collection or settings.milvus.collection) or {}
+    whitening_id = str(spec.get("whitening", "none"))
+    return None if whitening_id == "none" else load_whitening(blobs, whitening_id)
+
+
+def collection_embedder_from(settings: Settings, blobs: BlobStore,
+                             collection: str | None = None) -> Embedder:
+    """The embedder for an existing collection: the settings' model, whitened as it is."""
+    return embedder_from(settings, whitening=whitening_for(settings, blobs, collection))
 
 
 def engine_from(settings: Settings, embedder: QueryEmbedder, store: MilvusVectorStore,
                 blobs: BlobStore) -> SearchEngine:
-    """A search engine over these components."""
+    """A search engine over these components, with the retrieval settings' QE and verification."""
+    retrieval = settings.retrieval
     return SearchEngine(
         embedder, store, blobs,
         max_top_k=settings.server.max_top_k,
         presign_expiry_s=settings.blobs.presign_expiry_s,
+        reranking=Reranking(
+            qe_n=retrieval.qe_n, qe_alpha=retrieval.qe_alpha, verify=retrieval.verify,
+            verify_top_n=retrieval.verify_top_n, min_inliers=retrieval.min_inliers,
+            local_features=_local_features(retrieval), max_pixels=settings.model.max_pixels,
+        ),
     )

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 from lookalike.compose import embedder_from
-from lookalike.core.settings import BlobSettings, ModelSettings, Settings
+from lookalike.core.settings import BlobSettings, MilvusSettings, ModelSettings, Settings
+from lookalike.core.vector_store import connect_milvus
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.demo import write_demo_images
 
@@ -60,6 +62,16 @@ def embedder() -> Embedder:
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 24 demo photographs in `<label>/<file>` folders."""
     return write_demo_images(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Any]:
+    """A Milvus Lite client on a fresh file, closed after the test."""
+    milvus = connect_milvus(str(tmp_path / "milvus" / "test.db"), MilvusSettings())
+    try:
+        yield milvus
+    finally:
+        milvus.close()
 
 
 @pytest.fixture

@@ -31,6 +31,11 @@ class ImageMeta:
         """Key of the JPEG thumbnail in the blob store."""
         return thumb_key(self.sha256)
 
+    @property
+    def features_key(self) -> str:
+        """Key of the local features (for geometric verification) in the blob store."""
+        return features_key(self.sha256)
+
 
 @dataclass(frozen=True, slots=True)
 class ImageRecord:
@@ -42,18 +47,24 @@ class ImageRecord:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """One search result: a stored image and its cosine similarity to the query."""
+    """One search result: a stored image and its cosine similarity to the query.
+
+    `inliers` is set when the search was geometrically verified: local feature matches with the
+    query that agree on one transformation (the score stays the descriptor similarity).
+    """
 
     image: ImageMeta
     score: float
+    inliers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ScoredId:
-    """A search result reduced to the stored id and its similarity."""
+    """A search result reduced to the stored id, its similarity and (if verified) its inliers."""
 
     id: int
     score: float
+    inliers: int | None = None
 
 
 def image_key(sha256: str, ext: str) -> str:
@@ -64,3 +75,8 @@ def image_key(sha256: str, ext: str) -> str:
 def thumb_key(sha256: str) -> str:
     """Content-addressed key of a thumbnail."""
     return f"thumbs/{sha256}.jpg"
+
+
+def features_key(sha256: str) -> str:
+    """Content-addressed key of an image's local features (npz)."""
+    return f"features/{sha256}.npz"

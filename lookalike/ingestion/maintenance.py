@@ -61,9 +61,10 @@ def near_duplicates(
 
 
 def delete_images(store: VectorStore, blobs: BlobStore, ids: Sequence[int]) -> int:
-    """Remove images: the vectors first, then their originals and thumbnails; how many were stored.
+    """Remove images, vectors first, then blobs (original, thumbnail, features); how many were stored.
 
-    In this order a crash leaves at worst an orphan blob, never a vector without its blob.
+    In this order a crash leaves at worst an orphan blob, never a vector without its blob. An
+    image ingested without verification has no features blob; deleting it is a no-op.
     """
     removed = 0
     for start in range(0, len(ids), 1000):
@@ -73,6 +74,7 @@ def delete_images(store: VectorStore, blobs: BlobStore, ids: Sequence[int]) -> i
         for meta in metas:
             blobs.delete(meta.blob_key)
             blobs.delete(meta.thumb_key)
+            blobs.delete(meta.features_key)
     return removed
 
 

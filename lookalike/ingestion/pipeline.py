@@ -2,7 +2,7 @@
 
     reader thread    read + sha256 (pool), skip ids already stored (one query per batch)
         │ queue (queue_batches)
-    decode thread    decode + thumbnail (pool of decode_workers)
+    decode thread    decode + thumbnail (+ local features) (pool of decode_workers)
         │ queue
     calling thread   batched inference
         │ queue
@@ -34,9 +34,10 @@ from tqdm import tqdm
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import StoreUnavailable
 from lookalike.core.ids import content_id
-from lookalike.core.schemas import ImageMeta, ImageRecord, image_key, thumb_key
+from lookalike.core.schemas import ImageMeta, ImageRecord, features_key, image_key, thumb_key
 from lookalike.core.vector_store import VectorStore
 from lookalike.embedder.errors import ImageError
+from lookalike.embedder.local_features import LocalFeatureConfig, LocalFeatureError, features_of
 from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.transforms import content_type, image_extension, thumbnail_jpeg
 from lookalike.ingestion.metrics import STAGES, IngestMetrics
@@ -79,6 +80,7 @@ class _Decoded:
     image: Image.Image
     data: bytes
     thumbnail: bytes
+    features: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -117,7 +119,11 @@ def _read_reason(exc: OSError) -> str:
 
 
 class IngestPipeline:
-    """Ingests source items into one collection; safe to run again on the same items."""
+    """Ingests source items into one collection; safe to run again on the same items.
+
+    With `local_features`, each new image's local features are stored beside it (for geometric
+    verification at search time).
+    """
 
     def __init__(
         self,
@@ -132,6 +138,7 @@ class IngestPipeline:
         queue_batches: int = 2,
         retry: RetryPolicy | None = None,
         metrics: IngestMetrics | None = None,
+        local_features: LocalFeatureConfig | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -143,6 +150,7 @@ class IngestPipeline:
         self.queue_batches = queue_batches
         self.retry = retry or RetryPolicy()
         self.metrics = metrics
+        self.local_features = local_features
         self._lock = threading.Lock()
 
     def run(
@@ -328,7 +336,20 @@ class IngestPipeline:
             label=item.label, width=decoded.width, height=decoded.height,
             ingested_at=int(time.time()),
         )
-        return _Decoded(meta, image, data, thumbnail_jpeg(image, self.thumbnail_px))
+        return _Decoded(meta, image, data, thumbnail_jpeg(image, self.thumbnail_px),
+                        self._features(data))
+
+    def _features(self, data: bytes) -> bytes | None:
+        """The stored form of the image's local features, when verification wants them."""
+        if self.local_features is None:
+            return None
+        try:
+            return features_of(data, self.embedder.config.max_pixels,
+                               self.local_features).to_bytes()
+        except (LocalFeatureError, ImageError):
+            # Verification is a refinement: an image without features is still searchable and
+            # simply never verifies (a missing features blob counts as 0 inliers).
+            return None
 
     def _write(self, batch: _Batch, writers: ThreadPoolExecutor, report: IngestReport) -> None:
         """Blobs of the batch (in parallel), then its vectors once every blob is stored."""
@@ -339,6 +360,8 @@ class IngestPipeline:
             ext = d.meta.blob_key.rsplit(".", 1)[-1]
             puts.append((d.meta.blob_key, d.data, content_type(ext)))
             puts.append((thumb_key(d.meta.sha256), d.thumbnail, "image/jpeg"))
+            if d.features is not None:
+                puts.append((features_key(d.meta.sha256), d.features, "application/octet-stream"))
 
         def put_blob(args: tuple[str, bytes, str]) -> None:
             key, data, content_type = args

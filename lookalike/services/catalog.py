@@ -16,6 +16,7 @@ from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, JsonDict, image_key, thumb_key
 from lookalike.core.vector_store import MAX_TOP_K, CollectionInfo
 from lookalike.embedder.errors import EmbedderError, ImageError
+from lookalike.embedder.local_features import LocalFeatureError, features_of
 from lookalike.embedder.transforms import content_type, decode, image_extension, thumbnail_jpeg
 from lookalike.services.search import SearchEngine
 
@@ -50,6 +51,7 @@ class _Prepared:
     meta: ImageMeta
     image: bytes
     thumbnail: bytes
+    features: bytes = b""
 
 
 def parse_meta(raw: str) -> JsonDict:
@@ -92,7 +94,18 @@ class Catalog:
             source=item.source, label=item.label, tags=item.tags, meta=item.meta,
             width=decoded.width, height=decoded.height, ingested_at=int(time.time()),
         )
-        return _Prepared(meta, item.image, thumbnail_jpeg(decoded.image, self.thumbnail_px))
+        return _Prepared(meta, item.image, thumbnail_jpeg(decoded.image, self.thumbnail_px),
+                         self._features(item.image))
+
+    def _features(self, image: bytes) -> bytes:
+        """Local features for verification, as ingest stores them; empty when it is off."""
+        rerank = self.engine.reranking
+        if not rerank.verify:
+            return b""
+        try:
+            return features_of(image, self.max_pixels, rerank.local_features).to_bytes()
+        except (LocalFeatureError, ImageError):
+            return b""
 
     def upsert(self, items: Sequence[NewImage]) -> list[UpsertOutcome]:
         """One outcome per item, in order; an image already stored gets its metadata replaced."""
@@ -120,6 +133,8 @@ class Catalog:
                 blobs.put(p.meta.blob_key, p.image,
                           content_type(p.meta.blob_key.rsplit(".", 1)[-1]))
                 blobs.put(thumb_key(p.meta.sha256), p.thumbnail, "image/jpeg")
+                if p.features:
+                    blobs.put(p.meta.features_key, p.features, "application/octet-stream")
         if existing:
             self.engine.store.delete(sorted(existing))
         self.engine.store.insert(list(records.values()))
@@ -144,6 +159,7 @@ class Catalog:
         for meta in stored:
             self.engine.blobs.delete(meta.blob_key)
             self.engine.blobs.delete(meta.thumb_key)
+            self.engine.blobs.delete(meta.features_key)
         return [m.id for m in stored]
 
     def get(self, ids: Sequence[int]) -> list[ImageMeta | None]:

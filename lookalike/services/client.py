@@ -56,6 +56,8 @@ class Hit:
     blob_key: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     ingested_at: int = 0
+    # Geometrically consistent local feature matches; None where the search was not verified.
+    inliers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,9 @@ class SearchQuery:
     min_score: float | None = None
     include_thumbnails: bool = False
     ids_only: bool = False
+    # None: the server's setting.
+    qe_n: int | None = None
+    verify: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +157,15 @@ def _hit(h: pb.Hit) -> Hit:
     return Hit(id=h.id, score=h.score, label=h.label, source=h.source, sha256=h.sha256,
                width=h.width, height=h.height, tags=tuple(h.tags), thumbnail=h.thumbnail,
                thumbnail_url=h.thumbnail_url, image_url=h.image_url, blob_key=h.blob_key,
-               meta=json.loads(h.meta_json) if h.meta_json else {}, ingested_at=h.ingested_at)
+               meta=json.loads(h.meta_json) if h.meta_json else {}, ingested_at=h.ingested_at,
+               inliers=h.inliers if h.HasField("inliers") else None)
 
 
 def _spec(m: pb.ModelSpec) -> EmbedderSpec:
-    # The message's fields are the spec's fields, by name.
-    return EmbedderSpec(**{f.name: getattr(m, f.name) for f in fields(EmbedderSpec)})
+    # The message's fields are the spec's fields, by name; a repeated field becomes a tuple.
+    # A server before spec version 3 sends no scales: it embedded at one scale, 1.0.
+    values = {f.name: getattr(m, f.name) for f in fields(EmbedderSpec)}
+    return EmbedderSpec(**{**values, "scales": tuple(m.scales) or (1.0,)})
 
 
 def _search_response(r: pb.SearchResponse) -> SearchResponse:
@@ -170,7 +178,8 @@ def _search_request(q: SearchQuery) -> pb.SearchRequest:
     if given != 1:
         raise ValueError("pass exactly one of image, image_id, vector")
     request = pb.SearchRequest(top_k=q.top_k, filter=q.filter_expr,
-                               include_thumbnails=q.include_thumbnails, ids_only=q.ids_only)
+                               include_thumbnails=q.include_thumbnails, ids_only=q.ids_only,
+                               qe_n=q.qe_n, verify=q.verify)
     if q.image is not None:
         request.image = q.image
     elif q.image_id is not None:
@@ -257,16 +266,20 @@ class LookalikeClient:
         min_score: float | None = None,
         include_thumbnails: bool = False,
         ids_only: bool = False,
+        qe_n: int | None = None,
+        verify: bool | None = None,
         timeout_s: float | None = None,
     ) -> SearchResponse:
         """Images most like `image` (encoded bytes), the stored image `image_id`, or `vector`.
 
         With `min_score`, only hits scoring above it; with `ids_only`, hits carry only id and
-        score (the cheap way to get deep rankings).
+        score (the cheap way to get deep rankings). `qe_n` (alpha-query expansion neighbours, 0:
+        off) and `verify` (geometric re-ranking) override the server's settings; None keeps them.
         """
         request = _search_request(SearchQuery(
             image=image, image_id=image_id, vector=vector, top_k=top_k, filter_expr=filter_expr,
             min_score=min_score, include_thumbnails=include_thumbnails, ids_only=ids_only,
+            qe_n=qe_n, verify=verify,
         ))
         return _search_response(self._call(self._search.Search, request, timeout_s))
 

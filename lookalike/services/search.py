@@ -1,10 +1,17 @@
-"""Search as a domain operation: embed the query (or fetch a stored vector), ask the vector store."""
+"""Search as a domain operation: embed the query (or fetch a stored vector), ask the vector store.
+
+Two optional levers refine the answer: alpha-query expansion (search, average the query with its
+nearest neighbours, search again) and geometric verification (match the query's local features
+with those stored for each top candidate; candidates that share many geometrically consistent
+matches move up). Both default to the settings and can be switched per query.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -12,14 +19,25 @@ from numpy.typing import NDArray
 
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import InvalidArgument, LookalikeError, NotFound
-from lookalike.core.schemas import ScoredId, SearchHit
+from lookalike.core.rerank import alpha_qe
+from lookalike.core.schemas import ScoredId, SearchHit, features_key
 from lookalike.core.vector_store import VectorStore
-from lookalike.embedder.errors import EmbedderError
+from lookalike.embedder.errors import EmbedderError, ImageError
+from lookalike.embedder.local_features import (
+    LocalFeatureConfig,
+    LocalFeatureError,
+    LocalFeatures,
+    features_of,
+    inliers,
+    verified_order,
+)
 from lookalike.embedder.runtime import EmbedOutcome
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.callctx import forward_ms
 
 DEFAULT_TOP_K = 10
+# As RetrievalSettings.qe_n allows: more neighbours only dilute the query.
+MAX_QE_N = 100
 
 
 def _ms_since(started: float) -> float:
@@ -63,6 +81,29 @@ class SearchOptions:
     filter_expr: str = ""
     min_score: float | None = None
     ids_only: bool = False
+    # None: the engine's default (Reranking).
+    qe_n: int | None = None
+    verify: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reranking:
+    """The engine's defaults for alpha-QE and geometric verification, and how to run them.
+
+    `qe_n` neighbours (0: off) are averaged into the query with weights sim ** `qe_alpha`. The top
+    `verify_top_n` candidates (at least top_k) are verified; `min_inliers` makes one count as
+    verified. Query images are decoded under `max_pixels`; candidates' features are loaded by
+    `fetch_workers` threads, since blob store round trips dominate.
+    """
+
+    qe_n: int = 0
+    qe_alpha: float = 3.0
+    verify: bool = False
+    verify_top_n: int = 100
+    min_inliers: int = 12
+    local_features: LocalFeatureConfig = field(default_factory=LocalFeatureConfig)
+    max_pixels: int = 50_000_000
+    fetch_workers: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +127,28 @@ class RankResult:
 
 
 @dataclass(frozen=True, slots=True)
+class _Prepared:
+    """The 1 x D query vector, the ids to leave out, and the model time spent on it."""
+
+    vector: NDArray[np.float32]
+    exclude: tuple[int, ...] = ()
+    embed_ms: float = 0.0
+
+
+def _count_inliers(
+    query: LocalFeatures, candidate: LocalFeatures | None, config: LocalFeatureConfig
+) -> int:
+    """Inliers of one candidate; 0 where it has no usable features, never an error."""
+    if candidate is None:
+        return 0
+    try:
+        return inliers(query, candidate, config)
+    except LocalFeatureError:
+        # Stored with another feature kind (the setting changed since ingest): not comparable.
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
 class HitBlobs:
     """Thumbnail bytes or URLs for one hit (empty where not asked for or not available)."""
 
@@ -105,18 +168,20 @@ class SearchEngine:
         *,
         max_top_k: int,
         presign_expiry_s: int,
+        reranking: Reranking | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
         self.blobs = blobs
         self.max_top_k = max_top_k
         self.presign_expiry_s = presign_expiry_s
+        self.reranking = reranking or Reranking()
         self._dim: int | None = None
 
     def with_embedder(self, embedder: QueryEmbedder) -> SearchEngine:
         """The same engine over another embedder (a batching or remote one)."""
         return SearchEngine(embedder, self.store, self.blobs, max_top_k=self.max_top_k,
-                            presign_expiry_s=self.presign_expiry_s)
+                            presign_expiry_s=self.presign_expiry_s, reranking=self.reranking)
 
     @property
     def dim(self) -> int:
@@ -126,29 +191,28 @@ class SearchEngine:
         return self._dim
 
     def search(self, query: Query, top_k: int = DEFAULT_TOP_K, filter_expr: str = "",
-               min_score: float | None = None) -> SearchResult:
-        """The `top_k` stored images most like the query, best first."""
+               min_score: float | None = None, *, qe_n: int | None = None,
+               verify: bool | None = None) -> SearchResult:
+        """The `top_k` stored images most like the query, best first.
+
+        `qe_n` and `verify` override the engine's defaults for this query (None: keep them).
+        """
         started = time.perf_counter()
-        vector, exclude, embed_ms = self._prepare(query, top_k)
-        hits = self.store.search(vector, top_k or DEFAULT_TOP_K, filter_expr, exclude, min_score)[0]
-        return SearchResult(hits=hits, took_ms=_ms_since(started), collection=self.store.name,
-                            embed_ms=embed_ms)
+        options = SearchOptions(top_k, filter_expr, min_score, qe_n=qe_n, verify=verify)
+        return self._search(query, options, self._prepare(query, top_k), started)
 
     def rank(self, query: Query, top_k: int = DEFAULT_TOP_K, filter_expr: str = "",
-             min_score: float | None = None) -> RankResult:
+             min_score: float | None = None, *, qe_n: int | None = None,
+             verify: bool | None = None) -> RankResult:
         """Like `search`, but ids and scores only: cheap enough for deep rankings."""
         started = time.perf_counter()
-        vector, exclude, embed_ms = self._prepare(query, top_k)
-        ranked = self.store.search_ids(
-            vector, top_k or DEFAULT_TOP_K, filter_expr, exclude, min_score
-        )[0]
-        return RankResult(ranked=ranked, took_ms=_ms_since(started), collection=self.store.name,
-                          embed_ms=embed_ms)
+        options = SearchOptions(top_k, filter_expr, min_score, True, qe_n, verify)
+        return self._rank(query, options, self._prepare(query, top_k), started)
 
     def run(self, query: Query, options: SearchOptions) -> SearchResult | RankResult:
         """`rank` or `search`, as the options say."""
-        call = self.rank if options.ids_only else self.search
-        return call(query, options.top_k, options.filter_expr, options.min_score)
+        started = time.perf_counter()
+        return self._run(query, options, self._prepare(query, options.top_k), started)
 
     def run_many(
         self, queries: Sequence[tuple[Query | LookalikeError, SearchOptions]]
@@ -161,16 +225,116 @@ class SearchEngine:
             if isinstance(query, LookalikeError):
                 out.append(query)
                 continue
+            embedded = next(outcomes) if query.image is not None else None
             try:
-                if query.image is not None:
-                    outcome = next(outcomes)
-                    if outcome.error is not None:
-                        raise InvalidArgument(f"query image: {outcome.error}")
-                    query = Query(vector=outcome.vector)
-                out.append(self.run(query, options))
+                started = time.perf_counter()
+                prepared = self._prepare(query, options.top_k, embedded)
+                out.append(self._run(query, options, prepared, started))
             except (LookalikeError, EmbedderError) as exc:
                 out.append(exc)
         return out
+
+    def _run(self, query: Query, options: SearchOptions, prepared: _Prepared,
+             started: float) -> SearchResult | RankResult:
+        call = self._rank if options.ids_only else self._search
+        return call(query, options, prepared, started)
+
+    def _search(self, query: Query, options: SearchOptions, prepared: _Prepared,
+                started: float) -> SearchResult:
+        hits = self._hits(query, options, prepared)
+        return SearchResult(hits=hits, took_ms=_ms_since(started), collection=self.store.name,
+                            embed_ms=prepared.embed_ms)
+
+    def _rank(self, query: Query, options: SearchOptions, prepared: _Prepared,
+              started: float) -> RankResult:
+        if self._verifies(query, options):
+            # Verification needs each candidate's sha256, which only full hits carry.
+            ranked = [ScoredId(h.image.id, h.score, h.inliers)
+                      for h in self._hits(query, options, prepared)]
+        else:
+            ranked = self.store.search_ids(
+                self._expanded(prepared, options), options.top_k or DEFAULT_TOP_K,
+                options.filter_expr, prepared.exclude, options.min_score,
+            )[0]
+        return RankResult(ranked=ranked, took_ms=_ms_since(started), collection=self.store.name,
+                          embed_ms=prepared.embed_ms)
+
+    def _hits(self, query: Query, options: SearchOptions, prepared: _Prepared) -> list[SearchHit]:
+        """Hits best first: after query expansion and verification where they apply."""
+        top_k = options.top_k or DEFAULT_TOP_K
+        vector = self._expanded(prepared, options)
+        if not self._verifies(query, options):
+            return self.store.search(
+                vector, top_k, options.filter_expr, prepared.exclude, options.min_score
+            )[0]
+        candidates = self.store.search(
+            vector, max(top_k, self.reranking.verify_top_n), options.filter_expr,
+            prepared.exclude, options.min_score,
+        )[0]
+        return self._verified(query, candidates)[:top_k]
+
+    def _verifies(self, query: Query, options: SearchOptions) -> bool:
+        """Whether this query is verified: a raw vector has no image to take features from."""
+        wanted = self.reranking.verify if options.verify is None else options.verify
+        return wanted and query.vector is None
+
+    def _expanded(self, prepared: _Prepared, options: SearchOptions) -> NDArray[np.float32]:
+        """The query vector after alpha-QE over its nearest neighbours (same filter and
+        exclusions), or as it was when QE is off."""
+        qe_n = self.reranking.qe_n if options.qe_n is None else options.qe_n
+        if not 0 <= qe_n <= MAX_QE_N:
+            raise InvalidArgument(f"qe_n must be between 0 and {MAX_QE_N}, got {qe_n}")
+        if qe_n == 0:
+            return prepared.vector
+        neighbours = self.store.search_ids(
+            prepared.vector, qe_n, options.filter_expr, prepared.exclude
+        )[0]
+        stored = self.store.get_vectors([n.id for n in neighbours])
+        # A neighbour deleted since the search has no vector left; it just drops out.
+        found = [(n.score, v) for n, v in zip(neighbours, stored, strict=True) if v is not None]
+        if not found:
+            return prepared.vector
+        return alpha_qe(
+            prepared.vector, np.stack([v for _, v in found])[None],
+            np.asarray([[score for score, _ in found]], dtype=np.float32),
+            self.reranking.qe_alpha,
+        )
+
+    def _verified(self, query: Query, candidates: list[SearchHit]) -> list[SearchHit]:
+        """`candidates` re-ranked by inlier count (verified first), each with its count."""
+        if not candidates:
+            return []
+        config = self.reranking.local_features
+        workers = max(1, min(self.reranking.fetch_workers, len(candidates)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+            wanted = pool.submit(self._query_features, query)
+            stored = list(pool.map(self._stored_features, [h.image.sha256 for h in candidates]))
+            query_features = wanted.result()
+            counts = ([0] * len(candidates) if query_features is None else
+                      list(pool.map(lambda c: _count_inliers(query_features, c, config), stored)))
+        order = verified_order([h.score for h in candidates], counts, self.reranking.min_inliers)
+        return [replace(candidates[i], inliers=counts[i]) for i in order]
+
+    def _query_features(self, query: Query) -> LocalFeatures | None:
+        """The query image's local features, or a stored query's; None where there are none."""
+        if query.image is not None:
+            try:
+                # Decoded as stored images were at ingest, so that query and stored features
+                # come from images of the same scale.
+                return features_of(query.image, self.reranking.max_pixels,
+                                   self.reranking.local_features)
+            except ImageError as exc:
+                raise InvalidArgument(f"query image: {exc}") from None
+        assert query.image_id is not None
+        meta = self.store.get([query.image_id])[0]
+        return None if meta is None else self._stored_features(meta.sha256)
+
+    def _stored_features(self, sha256: str) -> LocalFeatures | None:
+        """A stored image's local features; None where they were never stored or are unreadable."""
+        try:
+            return LocalFeatures.from_bytes(self.blobs.get(features_key(sha256)))
+        except (NotFound, LocalFeatureError):
+            return None
 
     def _embed(self, images: Sequence[bytes]) -> tuple[list[EmbedOutcome], float]:
         """Outcomes and model time (ms): the batch forward time where the embedder reports it."""
@@ -180,27 +344,29 @@ class SearchEngine:
         reported = forward_ms.get()
         return outcomes, _ms_since(started) if reported is None else reported
 
-    def _prepare(
-        self, query: Query, top_k: int
-    ) -> tuple[NDArray[np.float32], tuple[int, ...], float]:
-        """The 1 x D query vector, the ids to leave out (a stored query excludes itself), and
-        the model time spent on it."""
+    def _prepare(self, query: Query, top_k: int, embedded: EmbedOutcome | None = None) -> _Prepared:
+        """The query vector and the ids to leave out (a stored query excludes itself); an image
+        query is embedded here unless `embedded` (its outcome in a batch) is given."""
         top_k = top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= self.max_top_k:
             raise InvalidArgument(f"top_k must be between 1 and {self.max_top_k}, got {top_k}")
         if query.vector is not None:
-            return self._check_vector(query.vector), (), 0.0
+            return _Prepared(self._check_vector(query.vector))
         if query.image is not None:
-            outcomes, embed_ms = self._embed([query.image])
-            if outcomes[0].error is not None:
-                raise InvalidArgument(f"query image: {outcomes[0].error}")
-            assert outcomes[0].vector is not None
-            return np.asarray(outcomes[0].vector, dtype=np.float32)[None, :], (), embed_ms
+            embed_ms = 0.0
+            if embedded is None:
+                outcomes, embed_ms = self._embed([query.image])
+                embedded = outcomes[0]
+            if embedded.error is not None:
+                raise InvalidArgument(f"query image: {embedded.error}")
+            assert embedded.vector is not None
+            return _Prepared(np.asarray(embedded.vector, dtype=np.float32)[None, :],
+                             embed_ms=embed_ms)
         assert query.image_id is not None
         stored = self.store.get_vectors([query.image_id])[0]
         if stored is None:
             raise NotFound(f"no stored image with id {query.image_id} in {self.store.name!r}")
-        return np.asarray(stored, dtype=np.float32)[None, :], (query.image_id,), 0.0
+        return _Prepared(np.asarray(stored, dtype=np.float32)[None, :], (query.image_id,))
 
     def _check_vector(self, vector: NDArray[np.float32]) -> NDArray[np.float32]:
         """A raw query vector as a unit 1 x D row; refused when its dimension or values are off."""

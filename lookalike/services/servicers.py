@@ -36,14 +36,14 @@ def _item_error(exc: LookalikeError | EmbedderError) -> pb.ItemError:
 
 
 def _image_message(engine: SearchEngine, image: ImageMeta, score: float,
-                   with_thumbnail: bool) -> pb.Hit:
+                   with_thumbnail: bool, inliers: int | None = None) -> pb.Hit:
     blobs = engine.hit_blobs(SearchHit(image=image, score=score), with_thumbnail)
     return pb.Hit(
         id=image.id, score=score, label=image.label, source=image.source,
         sha256=image.sha256, blob_key=image.blob_key, width=image.width, height=image.height,
         tags=list(image.tags), thumbnail=blobs.thumbnail, thumbnail_url=blobs.thumbnail_url,
         image_url=blobs.image_url, meta_json=json.dumps(image.meta) if image.meta else "",
-        ingested_at=image.ingested_at,
+        ingested_at=image.ingested_at, inliers=inliers,
     )
 
 
@@ -80,6 +80,8 @@ def _options(request: pb.SearchRequest) -> SearchOptions:
         top_k=int(request.top_k), filter_expr=request.filter,
         min_score=request.min_score if request.HasField("min_score") else None,
         ids_only=request.ids_only,
+        qe_n=request.qe_n if request.HasField("qe_n") else None,
+        verify=request.verify if request.HasField("verify") else None,
     )
 
 
@@ -113,9 +115,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     def _response(self, result: SearchResult | RankResult, with_thumbnails: bool) -> pb.SearchResponse:
         if isinstance(result, RankResult):
-            hits = [pb.Hit(id=r.id, score=r.score) for r in result.ranked]
+            hits = [pb.Hit(id=r.id, score=r.score, inliers=r.inliers) for r in result.ranked]
         else:
-            hits = [_image_message(self._engine, h.image, h.score, with_thumbnails)
+            hits = [_image_message(self._engine, h.image, h.score, with_thumbnails, h.inliers)
                     for h in result.hits]
         return pb.SearchResponse(hits=hits, took_ms=result.took_ms, collection=result.collection,
                                  embed_ms=result.embed_ms)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,20 +10,10 @@ import pytest
 from lookalike.core.errors import ConfigError, InvalidArgument, InvalidFilter, ModelSpecMismatch
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
-from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
+from lookalike.core.vector_store import MilvusVectorStore
 
 SPEC = {"backbone": "test", "dim": 8}
 DIM = 8
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[Any]:
-    """A Milvus Lite client on a fresh file, closed after the test."""
-    milvus = connect_milvus(str(tmp_path / "milvus" / "test.db"), MilvusSettings())
-    try:
-        yield milvus
-    finally:
-        milvus.close()
 
 
 def _records(n: int, seed: int = 0) -> list[ImageRecord]:

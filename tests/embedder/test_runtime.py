@@ -31,10 +31,12 @@ def test_descriptors_are_unit_norm_float32(embedder: Embedder) -> None:
 
 
 def test_spec_describes_the_model(embedder: Embedder) -> None:
-    """The spec names backbone, weights hash, pooling, input size and dimension."""
+    """The spec names backbone, weights hash, pooling, input size, dimension and TTA."""
     spec = embedder.spec.to_dict()
     assert spec["backbone"] == "efficientnet_lite0"
     assert spec["weights"].startswith("sha256:")
     assert spec["pooling"] == "gem"
     assert spec["dim"] == 1280
     assert spec["input_size"] == 224
+    assert spec["whitening"] == "none"
+    assert (spec["scales"], spec["flip"], spec["version"]) == ([1.0], False, 3)

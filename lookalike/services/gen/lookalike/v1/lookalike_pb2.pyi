@@ -36,6 +36,9 @@ class ModelSpec(_message.Message):
     DIM_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     DECODE_PX_FIELD_NUMBER: _builtins.int
+    SCALES_FIELD_NUMBER: _builtins.int
+    FLIP_FIELD_NUMBER: _builtins.int
+    SEMANTIC_WEIGHT_FIELD_NUMBER: _builtins.int
     backbone: _builtins.str
     weights: _builtins.str
     pooling: _builtins.str
@@ -47,6 +50,16 @@ class ModelSpec(_message.Message):
     version: _builtins.int
     decode_px: _builtins.int
     """JPEGs are decoded at reduced scale down to this many pixels a side (0: full size)."""
+    flip: _builtins.bool
+    """Test-time augmentation: each image also embedded mirrored left-right."""
+    semantic_weight: _builtins.float
+    """Weight of the backbone's class posterior joined to the descriptor (0: not joined)."""
+    @_builtins.property
+    def scales(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Test-time augmentation: input sizes as factors of input_size (double, so that a spec
+        survives the round trip exactly); empty from servers before spec version 3: [1.0].
+        """
+
     def __init__(
         self,
         *,
@@ -60,10 +73,13 @@ class ModelSpec(_message.Message):
         dim: _builtins.int = ...,
         version: _builtins.int = ...,
         decode_px: _builtins.int = ...,
+        scales: _abc.Iterable[_builtins.float] | None = ...,
+        flip: _builtins.bool = ...,
+        semantic_weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "decode_px", b"decode_px", "dim", b"dim", "gem_p", b"gem_p", "input_size", b"input_size", "pooling", b"pooling", "resize", b"resize", "version", b"version", "weights", b"weights", "whitening", b"whitening"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "decode_px", b"decode_px", "dim", b"dim", "flip", b"flip", "gem_p", b"gem_p", "input_size", b"input_size", "pooling", b"pooling", "resize", b"resize", "scales", b"scales", "semantic_weight", b"semantic_weight", "version", b"version", "weights", b"weights", "whitening", b"whitening"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,6 +216,8 @@ class SearchRequest(_message.Message):
     INCLUDE_THUMBNAILS_FIELD_NUMBER: _builtins.int
     IDS_ONLY_FIELD_NUMBER: _builtins.int
     MIN_SCORE_FIELD_NUMBER: _builtins.int
+    QE_N_FIELD_NUMBER: _builtins.int
+    VERIFY_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """Encoded query image."""
     id: _builtins.int
@@ -214,6 +232,15 @@ class SearchRequest(_message.Message):
     """Hits carry only id and score: much cheaper for deep rankings (evaluation, re-ranking)."""
     min_score: _builtins.float
     """Only hits scoring above this cosine similarity, in [-1, 1) (a range search); unset: no bound."""
+    qe_n: _builtins.int
+    """alpha-query expansion: search, average the query with this many nearest neighbours, search
+    again; 0: off, at most 100. Unset: the server's setting (retrieval.qe_n).
+    """
+    verify: _builtins.bool
+    """Geometric verification: re-rank the top results by local feature matches with the query
+    (image and id queries; a vector query has no image and is never verified). Unset: the
+    server's setting (retrieval.verify).
+    """
     @_builtins.property
     def vector(self) -> Global___Embedding:
         """A raw descriptor of the collection's dimension (normalised by the server)."""
@@ -229,17 +256,27 @@ class SearchRequest(_message.Message):
         include_thumbnails: _builtins.bool = ...,
         ids_only: _builtins.bool = ...,
         min_score: _builtins.float | None = ...,
+        qe_n: _builtins.int | None = ...,
+        verify: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "id", b"id", "image", b"image", "min_score", b"min_score", "query", b"query", "vector", b"vector"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "_qe_n", b"_qe_n", "_verify", b"_verify", "id", b"id", "image", b"image", "min_score", b"min_score", "qe_n", b"qe_n", "query", b"query", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "id", b"id", "ids_only", b"ids_only", "image", b"image", "include_thumbnails", b"include_thumbnails", "min_score", b"min_score", "query", b"query", "top_k", b"top_k", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "_qe_n", b"_qe_n", "_verify", b"_verify", "filter", b"filter", "id", b"id", "ids_only", b"ids_only", "image", b"image", "include_thumbnails", b"include_thumbnails", "min_score", b"min_score", "qe_n", b"qe_n", "query", b"query", "top_k", b"top_k", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
     _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
+    _WhichOneofReturnType__qe_n: _TypeAlias = _typing.Literal["qe_n"]  # noqa: Y015
+    _WhichOneofArgType__qe_n: _TypeAlias = _typing.Literal["_qe_n", b"_qe_n"]  # noqa: Y015
+    _WhichOneofReturnType__verify: _TypeAlias = _typing.Literal["verify"]  # noqa: Y015
+    _WhichOneofArgType__verify: _TypeAlias = _typing.Literal["_verify", b"_verify"]  # noqa: Y015
     _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["image", "id", "vector"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__min_score) -> _WhichOneofReturnType__min_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__qe_n) -> _WhichOneofReturnType__qe_n | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__verify) -> _WhichOneofReturnType__verify | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
@@ -263,6 +300,7 @@ class Hit(_message.Message):
     IMAGE_URL_FIELD_NUMBER: _builtins.int
     META_JSON_FIELD_NUMBER: _builtins.int
     INGESTED_AT_FIELD_NUMBER: _builtins.int
+    INLIERS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     score: _builtins.float
     """Cosine similarity to the query, in [-1, 1]; 0 where there is no query (Get)."""
@@ -280,6 +318,10 @@ class Hit(_message.Message):
     """User metadata as a JSON object."""
     ingested_at: _builtins.int
     """Unix seconds."""
+    inliers: _builtins.int
+    """Local feature matches with the query that agree on one geometric transformation; set only
+    when the search was verified (score stays the descriptor similarity).
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -299,12 +341,15 @@ class Hit(_message.Message):
         image_url: _builtins.str = ...,
         meta_json: _builtins.str = ...,
         ingested_at: _builtins.int = ...,
+        inliers: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_inliers", b"_inliers", "inliers", b"inliers"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_key", b"blob_key", "height", b"height", "id", b"id", "image_url", b"image_url", "ingested_at", b"ingested_at", "label", b"label", "meta_json", b"meta_json", "score", b"score", "sha256", b"sha256", "source", b"source", "tags", b"tags", "thumbnail", b"thumbnail", "thumbnail_url", b"thumbnail_url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_inliers", b"_inliers", "blob_key", b"blob_key", "height", b"height", "id", b"id", "image_url", b"image_url", "ingested_at", b"ingested_at", "inliers", b"inliers", "label", b"label", "meta_json", b"meta_json", "score", b"score", "sha256", b"sha256", "source", b"source", "tags", b"tags", "thumbnail", b"thumbnail", "thumbnail_url", b"thumbnail_url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__inliers: _TypeAlias = _typing.Literal["inliers"]  # noqa: Y015
+    _WhichOneofArgType__inliers: _TypeAlias = _typing.Literal["_inliers", b"_inliers"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__inliers) -> _WhichOneofReturnType__inliers | None: ...
 
 Global___Hit: _TypeAlias = Hit  # noqa: Y015
 
