@@ -67,11 +67,17 @@ def expand(queries: F32, db: F32, self_index: Sequence[int], n: int, alpha: floa
     return rerank.alpha_qe(queries, db[idx], sims, alpha)
 
 
-def _top(queries: F32, db: F32, self_index: Sequence[int], k: int) -> tuple[I64, F32]:
-    scores = queries @ db.T
+def masked_scores(queries: F32, db: F32, self_index: Sequence[int]) -> F32:
+    """Query x database inner products, with each stored query's own row at -inf."""
+    scores: F32 = queries @ db.T
     for i, row in enumerate(self_index):
         if row >= 0:
             scores[i, row] = -np.inf
+    return scores
+
+
+def _top(queries: F32, db: F32, self_index: Sequence[int], k: int) -> tuple[I64, F32]:
+    scores = masked_scores(queries, db, self_index)
     k = min(k, db.shape[0] - 1)
     idx = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return idx.astype(np.int64), np.take_along_axis(scores, idx, axis=1).astype(np.float32)
@@ -79,10 +85,7 @@ def _top(queries: F32, db: F32, self_index: Sequence[int], k: int) -> tuple[I64,
 
 def full_ranking(queries: F32, db: F32, self_index: Sequence[int]) -> I64:
     """Every database row for every query, best first; a query's own row goes last."""
-    scores = queries @ db.T
-    for i, row in enumerate(self_index):
-        if row >= 0:
-            scores[i, row] = -np.inf
+    scores = masked_scores(queries, db, self_index)
     return np.argsort(-scores, axis=1, kind="stable").astype(np.int64)
 
 

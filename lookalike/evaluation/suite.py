@@ -21,7 +21,6 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from lookalike.core import rerank
 from lookalike.core.errors import LookalikeError
 from lookalike.core.metrics import recall_at_k, score_matrix
 from lookalike.core.schemas import ImageMeta, ImageRecord
@@ -226,11 +225,7 @@ def _ann_recall(prepared: Prepared, self_index: Sequence[int], env: EvalEnv,
         for j, row in enumerate(hits):
             ids = [h.id - 1 for h in row if h.id - 1 != exclude[start + j]][:k]
             approx[start + j, :len(ids)] = ids
-    scores = queries @ db.T
-    for j, row in enumerate(exclude):
-        if row >= 0:
-            scores[j, row] = -np.inf
-    exact = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    exact = full_ranking(queries, db, exclude)[:, :k]
     return {"recall@10": recall_at_k(approx[:, :10], exact[:, :10]),
             "recall@100": recall_at_k(approx, exact)}
 
@@ -338,7 +333,3 @@ def iter_evaluate(dataset: EvalDataset, configs: Sequence[EvalConfig],
                 rank_seconds=rank_seconds, verified=verified, notes=notes,
             )
 
-
-def l2_normalised(x: F32) -> F32:
-    """Re-exported for callers that post-process descriptors."""
-    return rerank.l2_normalise(x)
