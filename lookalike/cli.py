@@ -232,7 +232,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     dataset = load_dataset(Path(args.dataset))
     if args.e2e:
         return _eval_end_to_end(settings, args, dataset)
-    from lookalike.embedder.local_features import LocalFeatureConfig
+    from lookalike.compose import local_features_from
     from lookalike.evaluation.configs import ablation, preset
     from lookalike.evaluation.suite import EvalEnv, iter_evaluate
 
@@ -241,9 +241,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     r = settings.retrieval
     env = EvalEnv(
         cache_dir=settings.cache_dir, milvus=settings.milvus,
-        local=LocalFeatureConfig(kind=r.local_features, max_features=r.local_max_features,
-                                 max_side=r.local_max_side, ratio=r.local_ratio,
-                                 ransac_px=r.ransac_px),
+        local=local_features_from(r),
         min_inliers=r.min_inliers, batch_size=settings.model.batch_size,
         threads=settings.model.threads, decode_px=settings.model.decode_px,
         max_pixels=settings.model.max_pixels, ann=not args.no_ann,

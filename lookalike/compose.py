@@ -57,8 +57,9 @@ def store_from(settings: Settings, embedder: Embedder, collection: str | None = 
     return store_for_spec(settings, embedder.spec, collection)
 
 
-def _local_features(retrieval: RetrievalSettings) -> LocalFeatureConfig:
-    """How local features are extracted and matched: the same at ingest and at search."""
+def local_features_from(retrieval: RetrievalSettings) -> LocalFeatureConfig:
+    """How local features are extracted and matched: the same at ingest, at search and in
+    evaluation."""
     return LocalFeatureConfig(
         kind=retrieval.local_features, max_features=retrieval.local_max_features,
         max_side=retrieval.local_max_side, ratio=retrieval.local_ratio,
@@ -80,7 +81,7 @@ def pipeline_from(settings: Settings, embedder: Embedder, store: MilvusVectorSto
         queue_batches=ingest.queue_batches,
         retry=RetryPolicy(ingest.retry_initial_s, ingest.retry_max_s, ingest.retry_deadline_s),
         metrics=metrics,
-        local_features=_local_features(settings.retrieval) if settings.retrieval.verify else None,
+        local_features=local_features_from(settings.retrieval) if settings.retrieval.verify else None,
     )
 
 
@@ -159,6 +160,6 @@ def engine_from(settings: Settings, embedder: QueryEmbedder, store: MilvusVector
         reranking=Reranking(
             qe_n=retrieval.qe_n, qe_alpha=retrieval.qe_alpha, verify=retrieval.verify,
             verify_top_n=retrieval.verify_top_n, min_inliers=retrieval.min_inliers,
-            local_features=_local_features(retrieval), max_pixels=settings.model.max_pixels,
+            local_features=local_features_from(retrieval), max_pixels=settings.model.max_pixels,
         ),
     )
