@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from lookalike.core.blob_store import BlobStore, open_blob_store
-from lookalike.core.errors import ConfigError
 from lookalike.core.settings import RetrievalSettings, Settings
 from lookalike.core.vector_store import (
     DbaParams,
@@ -128,15 +127,8 @@ def whitening_for(settings: Settings, blobs: BlobStore,
     None when the settings say `none`, the collection does not exist yet, or it is unwhitened.
     Reads the collection's stored spec and creates nothing.
     """
-    match settings.retrieval.whitening:
-        case "none":
-            return None
-        case "collection":
-            pass
-        case other:
-            raise ConfigError(
-                f"retrieval.whitening must be 'collection' or 'none', got {other!r}"
-            )
+    if settings.retrieval.whitening == "none":
+        return None
     client = connect_milvus(settings.milvus_uri, settings.milvus)
     spec = live_collection_spec(client, collection or settings.milvus.collection) or {}
     whitening_id = str(spec.get("whitening", "none"))

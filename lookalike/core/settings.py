@@ -150,7 +150,7 @@ class IngestSettings(_Section):
 class RetrievalSettings(_Section):
     """Quality levers applied around the nearest-neighbour search (see docs/QUALITY.md)."""
 
-    whitening: str = Field(
+    whitening: Literal["collection", "none"] = Field(
         "collection",
         description="collection: whiten queries as the collection's model spec says; none: never.",
     )
