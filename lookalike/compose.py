@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lookalike.core.blob_store import BlobStore, open_blob_store
-from lookalike.core.settings import RetrievalSettings, Settings
+from lookalike.core.settings import MilvusSettings, RetrievalSettings, Settings
 from lookalike.core.vector_store import (
     DbaParams,
     MilvusVectorStore,
@@ -16,6 +16,7 @@ from lookalike.embedder.local_features import LocalFeatureConfig
 from lookalike.embedder.runtime import Embedder, EmbedderConfig
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.embedder.whitening import PCAWhitening
+from lookalike.ingestion.hash_codes import attach_hash
 from lookalike.ingestion.metrics import IngestMetrics
 from lookalike.ingestion.pipeline import IngestPipeline
 from lookalike.ingestion.retry import RetryPolicy
@@ -100,18 +101,27 @@ def store_for_spec(settings: Settings, spec: EmbedderSpec,
                    collection: str | None = None) -> MilvusVectorStore:
     """The collection for this model spec (local or remote embedder), created when missing."""
     client = connect_milvus(settings.milvus_uri, settings.milvus)
-    return MilvusVectorStore.open(
+    store = MilvusVectorStore.open(
         client, collection or settings.milvus.collection, spec.to_dict(), spec.dim,
-        settings.milvus, dba=dba_from(settings),
+        _milvus(settings), dba=dba_from(settings),
     )
+    attach_hash(store, blobs_from(settings))
+    return store
 
 
 def existing_store_from(settings: Settings, collection: str | None = None) -> MilvusVectorStore:
     """An existing collection, whatever model built it (maintenance needs no embedder)."""
     client = connect_milvus(settings.milvus_uri, settings.milvus)
-    return MilvusVectorStore.attach(
-        client, collection or settings.milvus.collection, settings.milvus
+    store = MilvusVectorStore.attach(
+        client, collection or settings.milvus.collection, _milvus(settings)
     )
+    attach_hash(store, blobs_from(settings))
+    return store
+
+
+def _milvus(settings: Settings) -> MilvusSettings:
+    """The Milvus settings with the URI resolved (Milvus Lite's file under the data dir)."""
+    return settings.milvus.model_copy(update={"uri": settings.milvus_uri})
 
 
 def dba_from(settings: Settings) -> DbaParams | None:

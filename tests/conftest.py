@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import gc
 import io
 import json
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from lookalike.core.vector_store import connect_milvus
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.demo import write_demo_images
 
+MILVUS_SERVER_LOCK = "/tmp/lookalike-milvus-server.lock"
 # The smallest offline backbone keeps the suite fast on two CPU cores.
 TEST_MODEL = ModelSettings(backbone="efficientnet_lite0", threads=2, batch_size=16)
 
@@ -71,6 +75,64 @@ def client(tmp_path: Path) -> Iterator[Any]:
     try:
         yield milvus
     finally:
+        milvus.close()
+
+
+@dataclass(frozen=True)
+class MilvusServer:
+    """A real Milvus standalone server (the PyPI `milvus` package) on 127.0.0.1."""
+
+    uri: str
+    pid: int
+
+    def settings(self, **overrides: Any) -> MilvusSettings:
+        """Milvus settings pointing at this server."""
+        return MilvusSettings(uri=self.uri, **overrides)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """Milvus 2.3.5 standalone, started in a temporary base dir and stopped after the session.
+
+    It picks free ports for all its components itself; its data is thrown away with the dir.
+    """
+    from milvus import MilvusServer as Standalone
+
+    # Its embedded etcd always takes port 2380, so two such servers cannot run on one machine:
+    # a second test session (or `bench search`) waits here for the first to finish.
+    with open(MILVUS_SERVER_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = Standalone(wait_for_started=True)
+        server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+        with warnings.catch_warnings():
+            # The package probes free ports with sockets it leaves to the garbage collector.
+            warnings.simplefilter("ignore", ResourceWarning)
+            server.start()
+            gc.collect()
+        if server.server_proc.poll() is not None:
+            raise AssertionError(
+                f"Milvus exited at start (code {server.server_proc.returncode}); see the logs "
+                f"under {server.config.base_data_dir}"
+            )
+        try:
+            yield MilvusServer(uri=f"http://127.0.0.1:{server.listen_port}",
+                               pid=server.server_proc.pid)
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def server_client(milvus_server: MilvusServer) -> Iterator[Any]:
+    """A client of the session's Milvus server; the test's collections are dropped after it."""
+    milvus = connect_milvus(milvus_server.uri, MilvusSettings(uri=milvus_server.uri))
+    before = set(milvus.list_collections())
+    try:
+        yield milvus
+    finally:
+        for name in set(milvus.list_collections()) - before:
+            for alias in milvus.list_aliases(name).get("aliases", []):
+                milvus.drop_alias(alias)
+            milvus.drop_collection(name)
         milvus.close()
 
 

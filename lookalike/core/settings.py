@@ -12,7 +12,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-IndexType = Literal["HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8"]
+IndexType = Literal["HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"]
+SearchMode = Literal["ann", "hash_rerank", "routed"]
+PartitionBy = Literal["none", "label"]
 
 
 class _Section(BaseModel):
@@ -33,6 +35,35 @@ class MilvusSettings(_Section):
     search_ef: int = Field(128, ge=1, le=32768, description="HNSW ef; raised to top_k when lower.")
     ivf_nlist: int = Field(1024, ge=1, le=65536)
     ivf_nprobe: int = Field(16, ge=1, le=65536)
+    pq_m: int = Field(0, ge=0, le=1024, description="IVF_PQ sub-quantisers; 0: one per 8 dims.")
+    pq_nbits: int = Field(8, ge=1, le=16, description="IVF_PQ bits per sub-quantiser code.")
+    search_mode: SearchMode = Field(
+        "ann",
+        description="ann: the float index; hash_rerank: binary codes (Hamming), then exact float "
+        "re-scoring (needs `lookalike hash`, server only); routed: only the query's nearest "
+        "categories (needs partition_by).",
+    )
+    rerank_factor: int = Field(
+        0, ge=0, le=100,
+        description="top_k x this many candidates are re-scored with the stored float vectors; "
+        "0: 10 for hash_rerank, 4 for IVF_PQ and IVF_SQ8, else none.",
+    )
+    hash_nlist: int = Field(1024, ge=1, le=65536, description="BIN_IVF_FLAT lists of hash codes.")
+    hash_nprobe: int = Field(32, ge=1, le=65536, description="BIN_IVF_FLAT lists searched.")
+    partition_by: PartitionBy = Field(
+        "none",
+        description="label: new collections get a `category` partition key set from each "
+        "image's label, for routed search; none: no partitions.",
+    )
+    num_partitions: int = Field(64, ge=1, le=1024, description="Partitions of the category key.")
+    route_top_n: int = Field(3, ge=1, le=1024, description="Categories a routed search scans.")
+    consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = Field(
+        "Session",
+        description="What a search waits for on a server: Session sees this process's inserts "
+        "at once (its deletes within about a second on Milvus 2.3); Strong also waits for every "
+        "other writer (a server's time tick, ~200 ms per search). Reads that decide writes are "
+        "always Strong.",
+    )
     timeout_s: float = Field(30.0, gt=0)
 
 

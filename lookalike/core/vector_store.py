@@ -8,14 +8,21 @@ A collection created with database-side augmentation (DBA) also keeps each image
 as it came from the model in a second vector field, `raw` (FLAT, exact), and its DBA parameters
 in a property: `embedding` can then always be recomputed from `raw` (see ingestion/dba.py).
 Loading such a collection holds both vector fields in memory.
+
+On a server, a collection can also keep binary hash codes and category routes in companion
+collections (see companions.py): search modes `hash_rerank` and `routed` use them, and every
+write here keeps them in step with the main collection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from lookalike.core import companions
+from lookalike.core.companions import CodeEncoder
 from lookalike.core.errors import (
     ConfigError,
     InvalidArgument,
@@ -33,9 +42,24 @@ from lookalike.core.errors import (
 )
 from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId, SearchHit
 from lookalike.core.settings import MilvusSettings
+from lookalike.core.vector_index import (
+    ResolvedSearch,
+    SearchParams,
+    check_min_score,
+    check_supported,
+    float_search_params,
+    index_params,
+    resolve,
+)
 
 SPEC_PROPERTY = "lookalike.model_spec"
 DBA_PROPERTY = "lookalike.dba"
+HASH_PROPERTY = "lookalike.hash"
+PARTITION_PROPERTY = "lookalike.partition_by"
+CATEGORY_FIELD = "category"
+# How long a store trusts what it read about its live collection (alias target, index, codes)
+# before reading it again: an alias swap by a re-index is seen within this time.
+LAYOUT_TTL_S = 5.0
 RAW_FIELD = "raw"
 MAX_TOP_K = 16384
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
@@ -71,6 +95,37 @@ class RawNeighbours:
     ids: NDArray[np.int64]
     scores: NDArray[np.float32]
     vectors: NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class HashInfo:
+    """The binary codes a collection keeps: which encoder made them and how many bits."""
+
+    encoder_id: str
+    bits: int
+
+    def to_json(self) -> str:
+        """The collection property's value."""
+        return json.dumps({"id": self.encoder_id, "bits": self.bits}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> HashInfo:
+        """Parse a value written by `to_json`."""
+        value = json.loads(raw)
+        return cls(encoder_id=str(value["id"]), bits=int(value["bits"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What a store read about its live collection: where it is and what it keeps."""
+
+    physical: str
+    index_type: str
+    index_params: dict[str, Any]
+    partitioned: bool
+    hash: HashInfo | None
+    spec: dict[str, Any]
+    read_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +169,12 @@ class VectorStore(Protocol):
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
         min_score: float | None = None,
+        params: SearchParams | None = None,
     ) -> list[list[SearchHit]]:
         """Nearest stored images per query vector (inner product on L2-normalised vectors).
 
         With `min_score`, a range search: only hits scoring above it, at most `top_k`.
+        `params` overrides the settings' search mode and parameters for these queries.
         """
         ...
 
@@ -128,6 +185,7 @@ class VectorStore(Protocol):
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
         min_score: float | None = None,
+        params: SearchParams | None = None,
     ) -> list[list[ScoredId]]:
         """Like `search`, but only ids and scores: cheaper for deep rankings."""
         ...
@@ -150,6 +208,10 @@ class VectorStore(Protocol):
 
     def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot be reached."""
+        ...
+
+    def live_spec(self) -> dict[str, Any]:
+        """The model spec of the collection served now (cached for a few seconds)."""
         ...
 
 
@@ -191,33 +253,6 @@ def _spec_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
     return "; ".join(diffs)
 
 
-def _index_params(settings: MilvusSettings) -> tuple[str, dict[str, int]]:
-    match settings.index_type:
-        case "HNSW":
-            return "HNSW", {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
-        case "FLAT":
-            return "FLAT", {}
-        case "IVF_FLAT" | "IVF_SQ8":
-            return settings.index_type, {"nlist": settings.ivf_nlist}
-    raise ConfigError(f"unknown index type {settings.index_type!r}")
-
-
-def _search_params(
-    settings: MilvusSettings, top_k: int, min_score: float | None = None
-) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    match settings.index_type:
-        case "HNSW":
-            params["ef"] = max(settings.search_ef, top_k)
-        case "IVF_FLAT" | "IVF_SQ8":
-            params["nprobe"] = settings.ivf_nprobe
-    if min_score is not None:
-        # Range search on IP: keep radius < score <= range_filter (scores of unit vectors <= 1).
-        params["radius"] = float(min_score)
-        params["range_filter"] = 1.0 + 1e-3
-    return {"params": params}
-
-
 def _meta_from_entity(entity: Mapping[str, Any]) -> ImageMeta:
     return ImageMeta(
         id=int(entity["id"]),
@@ -231,6 +266,38 @@ def _meta_from_entity(entity: Mapping[str, Any]) -> ImageMeta:
         height=int(entity["height"]),
         ingested_at=int(entity["ingested_at"]),
     )
+
+
+_INDEX_INFO_KEYS = frozenset({
+    "metric_type", "field_name", "index_name", "total_rows", "indexed_rows",
+    "pending_index_rows", "state",
+})
+
+
+def _category(label: str) -> str:
+    """The partition-key value of an image: its label, cut to what the field holds."""
+    return label[:companions.MAX_CATEGORY_LEN]
+
+
+def _row(meta: ImageMeta, vector: NDArray[np.float32]) -> dict[str, Any]:
+    """A main-collection row without its optional fields (category, raw)."""
+    return {
+        "id": meta.id, "sha256": meta.sha256, "blob_key": meta.blob_key, "source": meta.source,
+        "label": meta.label, "tags": list(meta.tags), "meta": meta.meta, "width": meta.width,
+        "height": meta.height, "ingested_at": meta.ingested_at,
+        "embedding": np.asarray(vector, dtype=np.float32).tolist(),
+    }
+
+
+def _check_multi_vector(client: Any) -> None:
+    """Raise ConfigError when the server allows one vector field per collection (before 2.4)."""
+    version = str(client.get_server_version()).lstrip("v")
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match and (int(match.group(1)), int(match.group(2))) < (2, 4):
+        raise ConfigError(
+            f"database-side augmentation keeps a second vector field, which Milvus {version} "
+            "does not support (2.4 or newer does); set retrieval.dba_k to 0"
+        )
 
 
 def _has_raw(description: Mapping[str, Any]) -> bool:
@@ -252,9 +319,9 @@ def connect_milvus(uri: str, settings: MilvusSettings) -> Any:
 
     if "://" not in uri:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        # Milvus Lite keeps no MVCC timestamps, so every query_iterator would log a warning that
-        # it falls back to client-side ones: expected here, and noise on the console.
-        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+    # Milvus Lite (and a 2.3 server) return no MVCC timestamp, so every query_iterator would log a
+    # warning that it falls back to client-side ones: expected, and noise on the console.
+    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     try:
         return MilvusClient(
             uri=uri, token=settings.token.get_secret_value(), timeout=settings.timeout_s
@@ -275,6 +342,14 @@ class MilvusVectorStore:
         self._client = client
         self.name = name
         self._settings = settings
+        self._encoder: CodeEncoder | None = None
+        self._layout: Layout | None = None
+        self._layout_lock = threading.Lock()
+
+    @property
+    def settings(self) -> MilvusSettings:
+        """The Milvus settings this store searches with."""
+        return self._settings
 
     @classmethod
     def open(
@@ -351,7 +426,15 @@ class MilvusVectorStore:
     ) -> None:
         from pymilvus import DataType, MilvusClient
 
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        partitioned = settings.partition_by != "none"
+        index_type, params = index_params(settings, dim)
+        if dba is not None:
+            _check_multi_vector(client)
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False,
+            **({"partition_key_field": CATEGORY_FIELD, "num_partitions": settings.num_partitions}
+               if partitioned else {}),
+        )
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("blob_key", DataType.VARCHAR, max_length=512)
@@ -364,24 +447,31 @@ class MilvusVectorStore:
         schema.add_field("width", DataType.INT32)
         schema.add_field("height", DataType.INT32)
         schema.add_field("ingested_at", DataType.INT64)
+        if partitioned:
+            schema.add_field(CATEGORY_FIELD, DataType.VARCHAR,
+                             max_length=companions.MAX_CATEGORY_LEN, is_partition_key=True)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
-        index_type, params = _index_params(settings)
-        index_params = client.prepare_index_params()
-        index_params.add_index(
+        indexes = client.prepare_index_params()
+        indexes.add_index(
             field_name="embedding", index_type=index_type, metric_type="IP", params=params
         )
-        properties = {SPEC_PROPERTY: json.dumps(dict(spec), sort_keys=True)}
+        properties = {SPEC_PROPERTY: json.dumps(dict(spec), sort_keys=True),
+                      PARTITION_PROPERTY: settings.partition_by}
         if dba is not None:
             schema.add_field(RAW_FIELD, DataType.FLOAT_VECTOR, dim=dim)
             # Exact neighbours: DBA must not depend on what an approximate index happens to find.
-            index_params.add_index(
+            indexes.add_index(
                 field_name=RAW_FIELD, index_type="FLAT", metric_type="IP", params={}
             )
             properties[DBA_PROPERTY] = dba.to_json()
+        # Given at creation: Milvus 2.3 forgets properties altered later when it restarts. Reads
+        # that decide writes (which ids exist) stay Strong; searches use settings.consistency.
         client.create_collection(
-            physical, schema=schema, index_params=index_params, consistency_level="Strong"
+            physical, schema=schema, index_params=indexes, consistency_level="Strong",
+            properties=properties,
         )
-        client.alter_collection_properties(physical, properties=properties)
+        if partitioned:
+            companions.create_routes(client, physical, dim)
 
     def existing_ids(self, ids: Sequence[int]) -> set[int]:
         if not ids:
@@ -392,21 +482,31 @@ class MilvusVectorStore:
         return {int(row["id"]) for row in rows}
 
     def insert(self, records: Sequence[ImageRecord]) -> None:
-        """Store `records`; where the collection keeps raw descriptors, raw = embedding."""
+        """Store `records`; where the collection keeps raw descriptors, raw = embedding.
+
+        Companions are written first (codes by upsert, so a retried insert leaves one each);
+        category routes are running sums, so a retry after a failed main insert counts those
+        images twice in their category's mean until `rebuild_routes`.
+        """
         if not records:
             return
+        layout = self.layout()
         with_raw = self.has_raw()
+        vectors = np.asarray([r.embedding for r in records], dtype=np.float32)
+        ids = [r.meta.id for r in records]
+        if layout.hash is not None:
+            codes = self._require_encoder(layout.hash).encode(vectors)
+            self._companion("write_codes", layout.physical, ids, codes)
+        if layout.partitioned:
+            self._companion("add_to_routes", layout.physical,
+                            [_category(r.meta.label) for r in records], vectors)
         rows = []
-        for record in records:
-            m = record.meta
-            vector = np.asarray(record.embedding, dtype=np.float32).tolist()
-            row = {
-                "id": m.id, "sha256": m.sha256, "blob_key": m.blob_key, "source": m.source,
-                "label": m.label, "tags": list(m.tags), "meta": m.meta, "width": m.width,
-                "height": m.height, "ingested_at": m.ingested_at, "embedding": vector,
-            }
+        for record, vector in zip(records, vectors, strict=True):
+            row = _row(record.meta, vector)
+            if layout.partitioned:
+                row[CATEGORY_FIELD] = _category(record.meta.label)
             if with_raw:
-                row[RAW_FIELD] = vector
+                row[RAW_FIELD] = row["embedding"]
             rows.append(row)
         self._call("insert", self.name, data=rows)
 
@@ -436,14 +536,16 @@ class MilvusVectorStore:
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
         min_score: float | None = None,
+        params: SearchParams | None = None,
     ) -> list[list[SearchHit]]:
-        results = self._search(
-            vectors, top_k, filter_expr, exclude_ids, min_score, list(META_FIELDS)
-        )
+        metas: dict[int, ImageMeta] = {}
+        ranked = self._search(vectors, top_k, filter_expr, exclude_ids, min_score, params, metas)
+        wanted = sorted({s.id for per_query in ranked for s in per_query} - set(metas))
+        metas.update((m.id, m) for m in self.get(wanted) if m is not None)
+        # A hit deleted between the search and the metadata read just drops out.
         return [
-            [SearchHit(image=_meta_from_entity(hit["entity"] | {"id": hit["id"]}),
-                       score=float(hit["distance"])) for hit in per_query]
-            for per_query in results
+            [SearchHit(image=metas[s.id], score=s.score) for s in per_query if s.id in metas]
+            for per_query in ranked
         ]
 
     def search_ids(
@@ -453,12 +555,9 @@ class MilvusVectorStore:
         filter_expr: str = "",
         exclude_ids: Sequence[int] = (),
         min_score: float | None = None,
+        params: SearchParams | None = None,
     ) -> list[list[ScoredId]]:
-        results = self._search(vectors, top_k, filter_expr, exclude_ids, min_score, ["id"])
-        return [
-            [ScoredId(id=int(hit["id"]), score=float(hit["distance"])) for hit in per_query]
-            for per_query in results
-        ]
+        return self._search(vectors, top_k, filter_expr, exclude_ids, min_score, params)
 
     def _search(
         self,
@@ -467,33 +566,139 @@ class MilvusVectorStore:
         filter_expr: str,
         exclude_ids: Sequence[int],
         min_score: float | None,
-        output_fields: list[str],
-    ) -> Any:
-        if min_score is not None and not -1.0 <= min_score < 1.0:
-            raise InvalidArgument(f"min_score must be in [-1, 1), got {min_score}")
+        params: SearchParams | None,
+        metas: dict[int, ImageMeta] | None = None,
+    ) -> list[list[ScoredId]]:
+        """Ranked ids and scores per query; where the float index answers directly, the hits'
+        metadata comes with them into `metas` (when given), sparing a second read."""
+        check_min_score(min_score)
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
         if vectors.ndim != 2 or len(vectors) == 0:
             raise InvalidArgument(f"expected an N x D array of query vectors, got {vectors.shape}")
+        queries = np.asarray(vectors, dtype=np.float32)
+        search = resolve(self._settings, params)
+        layout = self.layout()
         clauses = [f"({filter_expr})"] if filter_expr.strip() else []
         if exclude_ids:
             clauses.append(f"id not in {[int(i) for i in exclude_ids]}")
+        limit = min(top_k * search.rerank_factor, MAX_TOP_K)
+        match search.mode:
+            case "hash_rerank":
+                if layout.hash is None:
+                    raise ConfigError(
+                        f"collection {self.name!r} keeps no hash codes: run `lookalike hash` "
+                        "first (server only), or search in another mode"
+                    )
+                codes = self._require_encoder(layout.hash).encode(queries)
+                candidates = self._companion(
+                    "search_codes", layout.physical, codes, limit, search.hash_nprobe,
+                    self._settings.consistency,
+                )
+                return self._rescored(queries, candidates, top_k, clauses, min_score, filter_expr)
+            case "routed":
+                if not layout.partitioned:
+                    raise ConfigError(
+                        f"collection {self.name!r} has no category partitions: create it with "
+                        "LOOKALIKE_MILVUS__PARTITION_BY=label for routed search"
+                    )
+                routes = self._companion(
+                    "nearest_categories", layout.physical, queries, search.route_top_n,
+                    self._settings.consistency,
+                )
+                # Queries routed to the same categories share one search (one filter each).
+                groups: dict[tuple[str, ...], list[int]] = {}
+                for i, route in enumerate(routes):
+                    groups.setdefault(tuple(sorted(route)), []).append(i)
+                ranked: list[list[ScoredId]] = [[] for _ in range(len(queries))]
+                for route, members in groups.items():
+                    answers = self._float_search(
+                        queries[members], top_k, limit,
+                        [*clauses, companions.category_filter(route)] if route else clauses,
+                        min_score, filter_expr, layout, search, metas,
+                    )
+                    for i, answer in zip(members, answers, strict=True):
+                        ranked[i] = answer
+                return ranked
+        return self._float_search(
+            queries, top_k, limit, clauses, min_score, filter_expr, layout, search, metas
+        )
+
+    def _float_search(
+        self, queries: NDArray[np.float32], top_k: int, limit: int, clauses: list[str],
+        min_score: float | None, filter_expr: str, layout: Layout, search: ResolvedSearch,
+        metas: dict[int, ImageMeta] | None = None,
+    ) -> list[list[ScoredId]]:
+        """The float index's top `limit`, re-scored exactly down to `top_k` when limit > top_k."""
         from pymilvus.exceptions import MilvusException
 
+        direct = limit == top_k
+        fields = list(META_FIELDS) if direct and metas is not None else ["id"]
         try:
-            return self._client.search(
-                self.name,
-                data=np.asarray(vectors, dtype=np.float32).tolist(),
-                limit=top_k,
-                filter=" and ".join(clauses),
-                output_fields=output_fields,
-                search_params=_search_params(self._settings, top_k, min_score),
-                anns_field="embedding",
+            results = self._client.search(
+                self.name, data=queries.tolist(), limit=limit, filter=" and ".join(clauses),
+                output_fields=fields, anns_field="embedding",
+                consistency_level=self._settings.consistency,
+                search_params=float_search_params(layout.index_type, search, limit, min_score),
             )
         except MilvusException as exc:
             raise _refused(exc.message, filter_expr, f"search in {self.name!r}") from exc
         except Exception as exc:
             raise StoreUnavailable(f"search in {self.name!r} failed: {exc}") from exc
+        if direct:
+            if metas is not None:
+                metas.update((int(h["id"]), _meta_from_entity(h["entity"] | {"id": h["id"]}))
+                             for per_query in results for h in per_query)
+            return [[ScoredId(id=int(h["id"]), score=float(h["distance"])) for h in per_query]
+                    for per_query in results]
+        candidates = [[int(h["id"]) for h in per_query] for per_query in results]
+        return self._rescored(queries, candidates, top_k, [], min_score, filter_expr)
+
+    def _rescored(
+        self, queries: NDArray[np.float32], candidates: list[list[int]], top_k: int,
+        clauses: list[str], min_score: float | None, filter_expr: str,
+    ) -> list[list[ScoredId]]:
+        """Each query's candidates scored exactly with their stored vectors, best `top_k`;
+        `clauses` (filter, exclusions) are applied to the candidates here."""
+        vectors = self._vectors_where(sorted({i for c in candidates for i in c}), clauses,
+                                      filter_expr)
+        out: list[list[ScoredId]] = []
+        for query, ids in zip(queries, candidates, strict=True):
+            kept = [i for i in dict.fromkeys(ids) if i in vectors]
+            if not kept:
+                out.append([])
+                continue
+            scores = np.stack([vectors[i] for i in kept]) @ query
+            order = np.argsort(-scores, kind="stable")[:top_k]
+            out.append([ScoredId(id=kept[j], score=float(scores[j])) for j in order
+                        if min_score is None or scores[j] > min_score])
+        return out
+
+    def _vectors_where(
+        self, ids: list[int], clauses: list[str], filter_expr: str
+    ) -> dict[int, NDArray[np.float32]]:
+        """Stored embeddings of those of `ids` that match `clauses`, by id."""
+        from pymilvus.exceptions import MilvusException
+
+        found: dict[int, NDArray[np.float32]] = {}
+        for start in range(0, len(ids), MAX_TOP_K):
+            chunk = ids[start:start + MAX_TOP_K]
+            try:
+                # By primary key where nothing else narrows them: no scan of the other rows.
+                rows = (self._client.get(self.name, ids=chunk, output_fields=["id", "embedding"],
+                                         consistency_level=self._settings.consistency)
+                        if not clauses else
+                        self._client.query(self.name,
+                                           filter=" and ".join([f"id in {chunk}", *clauses]),
+                                           output_fields=["id", "embedding"], limit=len(chunk),
+                                           consistency_level=self._settings.consistency))
+            except MilvusException as exc:
+                raise _refused(exc.message, filter_expr, f"query in {self.name!r}") from exc
+            except Exception as exc:
+                raise StoreUnavailable(f"query in {self.name!r} failed: {exc}") from exc
+            found.update((int(r["id"]), np.asarray(r["embedding"], dtype=np.float32))
+                         for r in rows)
+        return found
 
     def ids_matching(self, filter_expr: str, limit: int = MAX_TOP_K) -> list[int]:
         if not filter_expr.strip():
@@ -511,23 +716,175 @@ class MilvusVectorStore:
         return [int(row["id"]) for row in rows]
 
     def delete(self, ids: Sequence[int]) -> int:
+        """Delete vectors, then their codes; take them out of their categories' means."""
+        layout = self.layout()
         present = self.existing_ids(ids)
-        if present:
-            self._call("delete", self.name, ids=sorted(present))
+        if not present:
+            return 0
+        wanted = sorted(present)
+        routed = []
+        if layout.partitioned:
+            routed = list(self._call("get", self.name, ids=wanted,
+                                     output_fields=["id", CATEGORY_FIELD, "embedding"]))
+        self._call("delete", self.name, ids=wanted)
+        if layout.hash is not None:
+            self._companion("delete_codes", layout.physical, wanted)
+        if routed:
+            self._companion(
+                "add_to_routes", layout.physical, [str(r[CATEGORY_FIELD]) for r in routed],
+                np.asarray([r["embedding"] for r in routed], dtype=np.float32), -1,
+            )
         return len(present)
 
     def describe(self) -> CollectionInfo:
-        physical = self._resolve_alias(self._client, self.name) or self.name
-        index_type, params = _index_params(self._settings)
+        layout = self.layout(refresh=True)
         return CollectionInfo(
-            name=self.name, physical_name=physical, count=self.count(), index_type=index_type,
-            index_params=dict(params), metric_type="IP",
-            spec=self._stored_spec(self._client, physical),
+            name=self.name, physical_name=layout.physical, count=self.count(),
+            index_type=layout.index_type, index_params=dict(layout.index_params),
+            metric_type="IP", spec=self._stored_spec(self._client, layout.physical),
         )
 
     def count(self) -> int:
         rows = self._call("query", self.name, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
+
+    def layout(self, refresh: bool = False) -> Layout:
+        """What the live collection keeps; read again after LAYOUT_TTL_S, so that an alias swap
+        (a re-index) is followed."""
+        with self._layout_lock:
+            layout = self._layout
+            if refresh or layout is None or time.monotonic() - layout.read_at > LAYOUT_TTL_S:
+                layout = self._layout = self._read_layout()
+            return layout
+
+    def _read_layout(self) -> Layout:
+        physical = self.live_collection()
+        description = self._call("describe_collection", physical)
+        properties = description.get("properties", {})
+        index = dict(self._call("describe_index", physical, "embedding") or {})
+        index_type = str(index.pop("index_type", "FLAT"))
+        params = {k: v for k, v in index.items() if k not in _INDEX_INFO_KEYS}
+        codes = companions.codes_name(physical)
+        recorded = (self._call("describe_collection", codes).get("properties", {}).get(HASH_PROPERTY)
+                    if self._call("has_collection", codes) else None)
+        return Layout(
+            physical=physical, index_type=index_type, index_params=params,
+            partitioned=any(f.get("name") == CATEGORY_FIELD for f in description.get("fields", [])),
+            hash=HashInfo.from_json(recorded) if recorded else None,
+            spec=dict(json.loads(properties[SPEC_PROPERTY])) if SPEC_PROPERTY in properties else {},
+            read_at=time.monotonic(),
+        )
+
+    def seal(self, timeout_s: float = 600.0) -> None:
+        """Flush what was written and wait until the indexes cover it (a server builds indexes
+        on sealed segments in the background; until then searches scan the new rows exactly)."""
+        layout = self.layout(refresh=True)
+        wanted = [(layout.physical, "embedding")]
+        if layout.hash is not None:
+            wanted.append((companions.codes_name(layout.physical), "code"))
+        deadline = time.monotonic() + timeout_s
+        for collection, field in wanted:
+            self._call("flush", collection)
+            while True:
+                index = self._call("describe_index", collection, field) or {}
+                if index.get("state") == "Finished" and not int(index.get("pending_index_rows", 0)):
+                    break
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"the index of {collection!r} was not built within {timeout_s:.0f} s: {index}"
+                    )
+                time.sleep(0.5)
+
+    def live_spec(self) -> dict[str, Any]:
+        return dict(self.layout().spec)
+
+    def hash_info(self) -> HashInfo | None:
+        """The binary codes the collection keeps; None when it keeps none."""
+        return self.layout(refresh=True).hash
+
+    def use_encoder(self, encoder: CodeEncoder) -> None:
+        """Encode queries and new images with `encoder`: it must be the one that made the
+        collection's codes."""
+        info = self.hash_info()
+        if info is not None and info.encoder_id != encoder.id:
+            raise ConfigError(
+                f"collection {self.name!r} keeps codes of hash {info.encoder_id}, "
+                f"not of {encoder.id}"
+            )
+        self._encoder = encoder
+
+    def _require_encoder(self, info: HashInfo) -> CodeEncoder:
+        encoder = self._encoder
+        if encoder is None or encoder.id != info.encoder_id:
+            raise ConfigError(
+                f"collection {self.name!r} keeps hash codes of {info.encoder_id}, but that hash "
+                "is not loaded here; open the collection through lookalike.compose"
+            )
+        return encoder
+
+    def build_codes(self, encoder: CodeEncoder, batch_size: int = 5000) -> int:
+        """(Re)compute every stored image's code with `encoder` into a new codes collection and
+        record it; searches in hash_rerank mode use it from then on. Server only."""
+        check_supported(self._settings, "binary hash codes (BINARY_VECTOR)")
+        physical = self.live_collection()
+        try:
+            companions.create_codes(
+                self._client, physical, encoder.bits, self._settings.hash_nlist,
+                {HASH_PROPERTY: HashInfo(encoder.id, encoder.bits).to_json()},
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot create the codes of {physical!r}: {exc}") from exc
+        self._encoder = encoder
+        written = 0
+        for ids, (vectors,) in self.iter_vectors(("embedding",), batch_size):
+            self._companion("write_codes", physical, ids, encoder.encode(vectors))
+            written += len(ids)
+        self.layout(refresh=True)
+        return written
+
+    def rebuild_routes(self, batch_size: int = 5000) -> int:
+        """Recompute every category's mean from the stored vectors; how many categories."""
+        layout = self.layout(refresh=True)
+        if not layout.partitioned:
+            raise ConfigError(f"collection {self.name!r} has no category partitions")
+        sums: dict[str, tuple[NDArray[np.float64], int]] = {}
+        for rows in self._iterate(["id", CATEGORY_FIELD, "embedding"], "", batch_size):
+            batch = companions.category_sums(
+                [str(r[CATEGORY_FIELD]) for r in rows],
+                np.asarray([r["embedding"] for r in rows], dtype=np.float32),
+            )
+            for category, (total, count) in batch.items():
+                old_total, old_count = sums.get(category, (np.zeros_like(total), 0))
+                sums[category] = (old_total + total, old_count + count)
+        name = companions.routes_name(layout.physical)
+        try:
+            companions.create_routes(self._client, layout.physical,
+                                     int(self._stored_spec(self._client, layout.physical)
+                                         .get("dim", 0)) or self._dim_of(layout.physical))
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot rebuild the routes of {layout.physical!r}: {exc}") from exc
+        rows = [
+            {"category": c, "count": n, "norm": float(np.linalg.norm(t)),
+             "direction": (t / np.linalg.norm(t)).astype(np.float32).tolist()}
+            for c, (t, n) in sums.items() if np.linalg.norm(t) > 0
+        ]
+        for start in range(0, len(rows), 1000):
+            self._call("upsert", name, data=rows[start:start + 1000])
+        return len(rows)
+
+    def _dim_of(self, physical: str) -> int:
+        for f in self._call("describe_collection", physical).get("fields", []):
+            if f.get("name") == "embedding":
+                return int(f.get("params", {}).get("dim", 0))
+        raise StoreUnavailable(f"collection {physical!r} has no embedding field")
+
+    def _companion(self, function: str, *args: Any) -> Any:
+        try:
+            return getattr(companions, function)(self._client, *args)
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"Milvus {function.replace('_', ' ')} of {self.name!r} failed: {exc}"
+            ) from exc
 
     def ping(self) -> None:
         self._call("list_collections")
@@ -535,6 +892,9 @@ class MilvusVectorStore:
     def live_collection(self) -> str:
         """The physical collection this store reads and writes now: the alias's target."""
         try:
+            with contextlib.suppress(Exception):
+                # One call where the server has it; the listing below costs one per collection.
+                return str(self._client.describe_alias(self.name)["collection_name"])
             return self._resolve_alias(self._client, self.name) or self.name
         except Exception as exc:
             raise StoreUnavailable(f"cannot resolve collection {self.name!r}: {exc}") from exc
@@ -615,23 +975,25 @@ class MilvusVectorStore:
         """
         if len(ids) != len(vectors):
             raise InvalidArgument(f"{len(ids)} ids but {len(vectors)} vectors")
+        layout = self.layout()
         with_raw = self.has_raw()
-        fields = [*META_FIELDS, *([RAW_FIELD] if with_raw else [])]
+        extra = [*([RAW_FIELD] if with_raw else []), *([CATEGORY_FIELD] if layout.partitioned else [])]
         by_id = {int(i): np.asarray(v, dtype=np.float32) for i, v in zip(ids, vectors, strict=True)}
         rows = []
-        for row in self._get_rows(list(by_id), fields):
-            meta = _meta_from_entity(row)
-            new_row: dict[str, Any] = {
-                "id": meta.id, "sha256": meta.sha256, "blob_key": meta.blob_key,
-                "source": meta.source, "label": meta.label, "tags": list(meta.tags),
-                "meta": meta.meta, "width": meta.width, "height": meta.height,
-                "ingested_at": meta.ingested_at, "embedding": by_id[meta.id].tolist(),
-            }
+        for row in self._get_rows(list(by_id), [*META_FIELDS, *extra]):
+            new_row = _row(_meta_from_entity(row), by_id[int(row["id"])])
+            for name in extra:
+                new_row[name] = row[name]
             if with_raw:
                 new_row[RAW_FIELD] = np.asarray(row[RAW_FIELD], dtype=np.float32).tolist()
             rows.append(new_row)
-        if rows:
-            self._call("upsert", self.name, data=rows)
+        if not rows:
+            return 0
+        if layout.hash is not None:
+            updated = [int(r["id"]) for r in rows]
+            codes = self._require_encoder(layout.hash).encode(np.stack([by_id[i] for i in updated]))
+            self._companion("write_codes", layout.physical, updated, codes)
+        self._call("upsert", self.name, data=rows)
         return len(rows)
 
     def iter_ids(self, filter_expr: str = "", batch_size: int = 1000) -> Iterator[list[int]]:
@@ -702,6 +1064,10 @@ class MilvusVectorStore:
                         "it holds vectors of this model spec"
                     )
                 self._client.drop_collection(physical)
+            # Companions left by an interrupted run describe rows that are gone.
+            for companion in (companions.codes_name(physical), companions.routes_name(physical)):
+                if self._client.has_collection(companion):
+                    self._client.drop_collection(companion)
             self._create(self._client, physical, spec, dim, self._settings, dba)
             self._client.load_collection(physical)
         except ConfigError:

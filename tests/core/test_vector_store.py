@@ -112,3 +112,34 @@ def test_range_search_delete_and_describe(client: Any) -> None:
     assert info.spec == SPEC
     with pytest.raises(InvalidArgument, match="filter expression is required"):
         store.ids_matching(" ")
+
+
+def test_lite_refuses_ivf_pq_rather_than_building_another_index(client: Any) -> None:
+    with pytest.raises(ConfigError, match="Milvus Lite cannot build IVF_PQ"):
+        MilvusVectorStore.open(client, "pq", SPEC, DIM, MilvusSettings(index_type="IVF_PQ"))
+    assert client.list_collections() == []
+
+
+def test_pq_m_must_divide_the_dimension(client: Any) -> None:
+    settings = MilvusSettings(uri="http://127.0.0.1:1", index_type="IVF_PQ", pq_m=3)
+    from lookalike.core.vector_index import index_params
+
+    with pytest.raises(ConfigError, match="8 is not a multiple of 3"):
+        index_params(settings, DIM)
+    assert index_params(settings.model_copy(update={"pq_m": 0}), 256)[1]["m"] == 32
+
+
+def test_lite_routed_search_over_label_partitions(client: Any) -> None:
+    """Partition keys work on Milvus Lite too: a routed search scans the nearest label only."""
+    settings = MilvusSettings(partition_by="label", num_partitions=4)
+    store = MilvusVectorStore.open(client, "routed", SPEC, DIM, settings)
+    records = _records(40)
+    store.insert(records)
+    from lookalike.core.vector_index import SearchParams
+
+    query = np.stack([records[4].embedding])
+    hits = store.search(query, top_k=40, params=SearchParams(mode="routed", route_top_n=1))[0]
+    assert hits[0].image.id == records[4].meta.id
+    assert {h.image.label for h in hits} == {"even"}
+    both = store.search(query, top_k=40, params=SearchParams(mode="routed", route_top_n=2))[0]
+    assert len(both) == 40

@@ -1,0 +1,145 @@
+"""Index choice and search parameters: what the settings ask Milvus to build, and how each query
+searches it.
+
+Pure functions of the settings and the query; the vector store applies them. Milvus Lite builds
+FLAT, HNSW, IVF_FLAT and IVF_SQ8 only: asking it for IVF_PQ or binary hash codes is an error
+here, never a silent fallback to another index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lookalike.core.errors import ConfigError, InvalidArgument
+from lookalike.core.settings import MilvusSettings, SearchMode
+
+SEARCH_MODES: tuple[SearchMode, ...] = ("ann", "hash_rerank", "routed")
+LITE_INDEXES = ("FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8")
+# Lossy indexes: their scores are approximations, so candidates are re-scored exactly by default.
+_LOSSY = ("IVF_PQ", "IVF_SQ8")
+MAX_RERANK_FACTOR = 100
+
+
+def is_lite(settings: MilvusSettings) -> bool:
+    """Whether the settings point at Milvus Lite (a local file) rather than a server."""
+    return "://" not in settings.uri
+
+
+def check_supported(settings: MilvusSettings, what: str) -> None:
+    """Raise ConfigError when Milvus Lite is asked for something only a server builds."""
+    if is_lite(settings):
+        raise ConfigError(
+            f"Milvus Lite cannot build {what}; use one of {', '.join(LITE_INDEXES)} "
+            "(LOOKALIKE_MILVUS__INDEX_TYPE), or a Milvus server (LOOKALIKE_MILVUS__URI)"
+        )
+
+
+def pq_m(settings: MilvusSettings, dim: int) -> int:
+    """IVF_PQ sub-quantisers: the setting, or one per 8 dimensions; it must divide `dim`."""
+    m = settings.pq_m or max(1, dim // 8)
+    if dim % m:
+        raise ConfigError(
+            f"IVF_PQ needs pq_m to divide the dimension: {dim} is not a multiple of {m} "
+            "(LOOKALIKE_MILVUS__PQ_M)"
+        )
+    return m
+
+
+def index_params(settings: MilvusSettings, dim: int) -> tuple[str, dict[str, int]]:
+    """The float index to build and its build parameters; refused where it cannot be built."""
+    match settings.index_type:
+        case "HNSW":
+            return "HNSW", {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
+        case "FLAT":
+            return "FLAT", {}
+        case "IVF_FLAT" | "IVF_SQ8":
+            return settings.index_type, {"nlist": settings.ivf_nlist}
+        case "IVF_PQ":
+            check_supported(settings, "IVF_PQ")
+            return "IVF_PQ", {
+                "nlist": settings.ivf_nlist, "m": pq_m(settings, dim), "nbits": settings.pq_nbits,
+            }
+    raise ConfigError(f"unknown index type {settings.index_type!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    """Per-query overrides of the settings' search parameters; None keeps the setting.
+
+    `mode`: ann (the float index), hash_rerank (Hamming search over binary codes, then exact
+    float re-scoring) or routed (only the query's `route_top_n` nearest categories).
+    `rerank_factor` r: top_k x r candidates are re-scored with the stored float vectors.
+    """
+
+    mode: SearchMode | None = None
+    ef: int | None = None
+    nprobe: int | None = None
+    rerank_factor: int | None = None
+    route_top_n: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is not None and self.mode not in SEARCH_MODES:
+            raise InvalidArgument(
+                f"unknown search mode {self.mode!r}; known: {', '.join(SEARCH_MODES)}"
+            )
+        for name, low, high in (("ef", 1, 32768), ("nprobe", 1, 65536),
+                                ("rerank_factor", 1, MAX_RERANK_FACTOR),
+                                ("route_top_n", 1, 1024)):
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                raise InvalidArgument(f"{name} must be between {low} and {high}, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedSearch:
+    """One query's effective parameters: settings overlaid with its SearchParams."""
+
+    mode: SearchMode
+    ef: int
+    nprobe: int
+    rerank_factor: int
+    route_top_n: int
+    hash_nprobe: int
+
+
+def resolve(settings: MilvusSettings, params: SearchParams | None) -> ResolvedSearch:
+    """The settings overlaid with the query's overrides; rerank_factor 0 in the settings means
+    10 for hash codes, 4 for lossy float indexes, else none."""
+    p = params or SearchParams()
+    mode = p.mode or settings.search_mode
+    factor = p.rerank_factor or settings.rerank_factor
+    if not factor:
+        factor = 10 if mode == "hash_rerank" else 4 if settings.index_type in _LOSSY else 1
+    return ResolvedSearch(
+        mode=mode,
+        ef=p.ef or settings.search_ef,
+        nprobe=p.nprobe or settings.ivf_nprobe,
+        rerank_factor=factor,
+        route_top_n=p.route_top_n or settings.route_top_n,
+        hash_nprobe=p.nprobe or settings.hash_nprobe,
+    )
+
+
+def float_search_params(
+    index_type: str, search: ResolvedSearch, limit: int, min_score: float | None = None
+) -> dict[str, Any]:
+    """Milvus search parameters for the float index; with `min_score`, a range search."""
+    params: dict[str, Any] = {}
+    match index_type:
+        case "HNSW":
+            params["ef"] = max(search.ef, limit)
+        case "IVF_FLAT" | "IVF_SQ8" | "IVF_PQ":
+            params["nprobe"] = search.nprobe
+    if min_score is not None:
+        # Range search on IP: keep radius < score <= range_filter (scores of unit vectors <= 1).
+        params["radius"] = float(min_score)
+        params["range_filter"] = 1.0 + 1e-3
+    return {"params": params}
+
+
+def check_min_score(min_score: float | None) -> None:
+    """Raise InvalidArgument unless `min_score` is None or a cosine bound in [-1, 1)."""
+    if min_score is not None and not -1.0 <= min_score < 1.0:
+        raise InvalidArgument(f"min_score must be in [-1, 1), got {min_score}")
+

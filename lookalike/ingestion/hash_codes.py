@@ -1,0 +1,101 @@
+"""`lookalike hash`: learn ITQ binary codes on a collection and keep a code per image.
+
+ITQ is learned on a sample of the collection's descriptors (as served: whitened where the
+collection is), stored in the blob store under its content id, and every image's code is written
+into the collection's codes companion; from then on ingest, upsert and delete keep the codes in
+step, and search mode `hash_rerank` uses them. Milvus Lite has no binary vectors: server only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lookalike.core.blob_store import BlobStore
+from lookalike.core.errors import ConfigError, NotFound
+from lookalike.core.vector_index import check_supported
+from lookalike.core.vector_store import MilvusVectorStore
+from lookalike.embedder.hashing import HashingError, ItqHash, learn_itq
+
+HASHING_PREFIX = "models/hashing"
+MAX_SAMPLES = 100_000
+BATCH_SIZE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class HashResult:
+    """What `hash_collection` did: the hash learned, on how many samples, codes written."""
+
+    itq: ItqHash
+    samples: int
+    codes: int
+
+
+def hash_key(hash_id: str) -> str:
+    """Blob key of a hash artefact."""
+    return f"{HASHING_PREFIX}/{hash_id}.npz"
+
+
+def load_hash(blobs: BlobStore, hash_id: str) -> ItqHash:
+    """The hash `hash_id` from the blob store; ConfigError naming the key when unusable."""
+    key = hash_key(hash_id)
+    try:
+        itq = ItqHash.from_bytes(blobs.get(key))
+    except NotFound:
+        raise ConfigError(
+            f"the collection keeps codes of hash {hash_id}, but the blob store has no {key!r}: "
+            "restore that artefact, or run `lookalike hash` again"
+        ) from None
+    except HashingError as exc:
+        raise ConfigError(f"blob {key!r} is not a hash artefact: {exc}") from exc
+    if itq.id != hash_id:
+        raise ConfigError(f"blob {key!r} holds hash {itq.id}, not {hash_id}")
+    return itq
+
+
+def attach_hash(store: MilvusVectorStore, blobs: BlobStore) -> None:
+    """Give `store` the encoder of its codes, if it keeps any."""
+    info = store.hash_info()
+    if info is not None:
+        store.use_encoder(load_hash(blobs, info.encoder_id))
+
+
+def sample_descriptors(
+    store: MilvusVectorStore, max_samples: int, seed: int = 0
+) -> NDArray[np.float32]:
+    """Up to `max_samples` stored descriptors, a uniform sample (reservoir) of the collection."""
+    rng = np.random.default_rng(seed)
+    kept: NDArray[np.float32] | None = None
+    seen = 0
+    for _, (vectors,) in store.iter_vectors(("embedding",), BATCH_SIZE):
+        if kept is None:
+            kept = np.empty((max_samples, vectors.shape[1]), dtype=np.float32)
+        for vector in vectors:
+            if seen < max_samples:
+                kept[seen] = vector
+            else:
+                slot = int(rng.integers(0, seen + 1))
+                if slot < max_samples:
+                    kept[slot] = vector
+            seen += 1
+    if kept is None:
+        raise ConfigError(f"collection {store.name!r} is empty: ingest images before hashing")
+    return kept[:min(seen, max_samples)]
+
+
+def hash_collection(
+    store: MilvusVectorStore, blobs: BlobStore, bits: int, *, max_samples: int = MAX_SAMPLES,
+    iterations: int = 50, seed: int = 0,
+) -> HashResult:
+    """Learn ITQ with `bits` bits on the collection, store it, and write every image's code."""
+    check_supported(store.settings, "binary hash codes (BINARY_VECTOR)")
+    sample = sample_descriptors(store, max_samples, seed)
+    try:
+        itq = learn_itq(sample, bits, iterations=iterations, seed=seed)
+    except HashingError as exc:
+        raise ConfigError(f"cannot learn hash codes on {store.name!r}: {exc}") from exc
+    blobs.put(hash_key(itq.id), itq.to_bytes(), "application/octet-stream")
+    codes = store.build_codes(itq, BATCH_SIZE)
+    return HashResult(itq=itq, samples=len(sample), codes=codes)

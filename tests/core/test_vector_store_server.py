@@ -1,0 +1,198 @@
+"""The vector store against a real Milvus standalone server: every index type, hash codes with
+Hamming then float re-ranking, class-routed partitions, range search and filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from lookalike.core.errors import ConfigError, InvalidArgument
+from lookalike.core.schemas import ImageMeta, ImageRecord
+from lookalike.core.settings import MilvusSettings
+from lookalike.core.vector_index import SearchParams
+from lookalike.core.vector_store import MilvusVectorStore
+from lookalike.embedder.hashing import learn_itq
+from tests.conftest import MilvusServer
+
+pytestmark = pytest.mark.milvus_server
+
+DIM = 64
+CLASSES = 12
+PER_CLASS = 250  # 3,000 rows: enough for the server to seal segments and build real indexes
+SPEC = {"backbone": "synthetic", "dim": DIM}
+
+
+def clustered(seed: int = 0) -> tuple[NDArray[np.float32], list[str]]:
+    """Unit vectors in CLASSES clusters, and each one's class label."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLASSES, DIM))
+    x = np.repeat(centres, PER_CLASS, axis=0) + 0.6 * rng.standard_normal((CLASSES * PER_CLASS, DIM))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), [f"class{i // PER_CLASS:02d}" for i in range(len(x))]
+
+
+def records(x: NDArray[np.float32], labels: list[str], first_id: int = 1) -> list[ImageRecord]:
+    return [
+        ImageRecord(
+            meta=ImageMeta(id=first_id + i, sha256=f"{first_id + i:064x}", blob_key=f"k{i}",
+                           source=f"s3://bucket/{labels[i]}/{i}.jpg", label=labels[i],
+                           tags=("even",) if i % 2 == 0 else ("odd",), meta={"i": i},
+                           width=10, height=10, ingested_at=1_700_000_000 + i),
+            embedding=x[i],
+        )
+        for i in range(len(x))
+    ]
+
+
+def near_copies(x: NDArray[np.float32], picks: NDArray[np.int64], seed: int = 1) -> NDArray[np.float32]:
+    """Slightly perturbed copies of the rows `picks`, renormalised."""
+    noisy = x[picks] + 0.02 * np.random.default_rng(seed).standard_normal((len(picks), DIM))
+    return np.asarray(noisy / np.linalg.norm(noisy, axis=1, keepdims=True), dtype=np.float32)
+
+
+def build(client: Any, server: MilvusServer, name: str, **overrides: Any) -> tuple[
+        MilvusVectorStore, NDArray[np.float32], list[str]]:
+    settings = server.settings(ivf_nlist=32, ivf_nprobe=8, **overrides)
+    store = MilvusVectorStore.open(client, name, SPEC, DIM, settings)
+    x, labels = clustered()
+    recs = records(x, labels)
+    for start in range(0, len(recs), 1000):
+        store.insert(recs[start:start + 1000])
+    store.seal()
+    reload(client, store)
+    return store, x, labels
+
+
+def reload(client: Any, store: MilvusVectorStore) -> None:
+    """Release and load, so that the query node serves the built indexes rather than the raw
+    rows it held while they were being built."""
+    physical = store.layout(refresh=True).physical
+    client.release_collection(physical)
+    client.load_collection(physical)
+
+
+PICKS = np.arange(7, CLASSES * PER_CLASS, 97)
+
+
+@pytest.mark.parametrize("index_type", ["FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"])
+def test_each_index_type_builds_and_finds_near_copies(
+    server_client: Any, milvus_server: MilvusServer, index_type: str
+) -> None:
+    store, x, _ = build(server_client, milvus_server, f"idx_{index_type.lower()}",
+                        index_type=index_type, pq_m=8)
+    info = store.describe()
+    assert (info.index_type, info.count) == (index_type, len(x))
+    index = server_client.describe_index(info.physical_name, "embedding")
+    assert int(index["indexed_rows"]) == len(x)  # built by the server, not scanned exactly
+    hits = store.search_ids(near_copies(x, PICKS), top_k=5)
+    assert [h[0].id for h in hits] == [int(i) + 1 for i in PICKS]
+    # A per-query parameter reaches the index: nprobe=1 still answers (with its recall).
+    if index_type.startswith("IVF"):
+        assert len(store.search_ids(x[:2], top_k=3, params=SearchParams(nprobe=1))[0]) == 3
+
+
+def test_ivf_pq_scores_are_exact_after_float_rerank(
+    server_client: Any, milvus_server: MilvusServer
+) -> None:
+    store, x, _ = build(server_client, milvus_server, "pq_rerank", index_type="IVF_PQ", pq_m=8)
+    query = near_copies(x, np.array([42]))
+    exact = x @ query[0]
+    reranked = store.search_ids(query, top_k=10)[0]  # IVF_PQ re-ranks 4 x top_k by default
+    assert [h.score for h in reranked] == pytest.approx([float(exact[h.id - 1]) for h in reranked],
+                                                        abs=1e-5)
+    raw = store.search_ids(query, top_k=10, params=SearchParams(rerank_factor=1))[0]
+    assert [h.score for h in raw] != pytest.approx([float(exact[h.id - 1]) for h in raw], abs=1e-5)
+
+
+def test_hash_rerank_returns_the_exact_top1_of_near_copies(
+    server_client: Any, milvus_server: MilvusServer
+) -> None:
+    store, x, _ = build(server_client, milvus_server, "hashed", index_type="HNSW",
+                        hash_nlist=16, hash_nprobe=16)
+    with pytest.raises(ConfigError, match="lookalike hash"):
+        store.search_ids(x[:1], top_k=1, params=SearchParams(mode="hash_rerank"))
+    itq = learn_itq(x, 64, seed=0)
+    assert store.build_codes(itq) == len(x)
+    store.seal()
+    server_client.release_collection(store.layout().physical + "__codes")
+    server_client.load_collection(store.layout().physical + "__codes")
+    queries = near_copies(x, PICKS)
+    exact = np.argsort(-(queries @ x.T), axis=1)[:, 0] + 1
+    hits = store.search_ids(queries, top_k=10, params=SearchParams(mode="hash_rerank"))
+    assert [h[0].id for h in hits] == exact.tolist()
+    # Scores are the exact float similarities of the re-ranked candidates, best first.
+    first = hits[0]
+    assert [h.score for h in first] == sorted((h.score for h in first), reverse=True)
+    assert first[0].score == pytest.approx(float(queries[0] @ x[first[0].id - 1]), abs=1e-5)
+
+
+def test_codes_follow_inserts_and_deletes(server_client: Any, milvus_server: MilvusServer) -> None:
+    # Strong: a search must see this process's delete at once (Session does not on 2.3).
+    store, x, labels = build(server_client, milvus_server, "hash_writes", consistency="Strong")
+    store.build_codes(learn_itq(x, 64, seed=0))
+    extra = near_copies(x, np.array([5]), seed=9)
+    store.insert(records(extra, ["class00"], first_id=10_000))
+    hash_mode = SearchParams(mode="hash_rerank")
+    assert store.search_ids(extra, top_k=1, params=hash_mode)[0][0].id == 10_000
+    store.delete([10_000])
+    assert store.search_ids(extra, top_k=1, params=hash_mode)[0][0].id != 10_000
+    codes = store.layout().physical + "__codes"
+    assert not server_client.get(codes, ids=[10_000])
+
+
+def test_routed_search_scans_only_the_nearest_categories(
+    server_client: Any, milvus_server: MilvusServer
+) -> None:
+    store, x, labels = build(server_client, milvus_server, "routed", partition_by="label",
+                             num_partitions=16)
+    queries = near_copies(x, PICKS)
+    routed = store.search_ids(queries, top_k=5, params=SearchParams(mode="routed", route_top_n=1))
+    assert [h[0].id for h in routed] == [int(i) + 1 for i in PICKS]
+    # One category only: every hit has the query's label.
+    hits = store.search(queries[:3], top_k=20, params=SearchParams(mode="routed", route_top_n=1))
+    for pick, per_query in zip(PICKS[:3], hits, strict=True):
+        assert {h.image.label for h in per_query} == {labels[int(pick)]}
+    # The category means follow deletes: a category emptied of images is no longer routed to.
+    doomed = [i + 1 for i, label in enumerate(labels) if label == "class03"]
+    assert store.delete(doomed) == PER_CLASS
+    rows = server_client.query(store.layout().physical + "__routes", filter="",
+                               output_fields=["category", "count"], limit=100)
+    assert {r["category"]: r["count"] for r in rows} == {
+        f"class{c:02d}": PER_CLASS for c in range(CLASSES) if c != 3
+    }
+
+
+def test_routed_needs_partitions_and_hash_needs_a_server(
+    server_client: Any, milvus_server: MilvusServer, client: Any
+) -> None:
+    store = MilvusVectorStore.open(server_client, "plain", SPEC, DIM, milvus_server.settings())
+    with pytest.raises(ConfigError, match="PARTITION_BY"):
+        store.search_ids(np.ones((1, DIM), np.float32), 1, params=SearchParams(mode="routed"))
+    lite = MilvusVectorStore.open(client, "lite", SPEC, DIM, MilvusSettings())
+    with pytest.raises(ConfigError, match="Milvus Lite cannot build binary"):
+        lite.build_codes(learn_itq(clustered()[0], 64))
+    with pytest.raises(InvalidArgument, match="unknown search mode"):
+        SearchParams(mode="fast")  # type: ignore[arg-type]
+
+
+def test_range_search_and_filters_on_the_server(
+    server_client: Any, milvus_server: MilvusServer
+) -> None:
+    store, x, labels = build(server_client, milvus_server, "filters", index_type="HNSW")
+    query = x[:1]
+    exact = x @ query[0]
+    bounded = store.search_ids(query, top_k=1000, min_score=0.5)[0]
+    assert bounded and all(h.score > 0.5 for h in bounded)
+    assert len(bounded) == int((exact > 0.5).sum())
+    filtered = store.search(
+        query, top_k=50,
+        filter_expr='label == "class00" and ARRAY_CONTAINS(tags, "even") '
+                    'and ingested_at >= 1700000010 and source like "s3://bucket/class00/%"',
+    )[0]
+    assert filtered
+    for hit in filtered:
+        assert hit.image.label == "class00" and "even" in hit.image.tags
+        assert hit.image.ingested_at >= 1_700_000_010
