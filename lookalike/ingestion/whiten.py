@@ -17,11 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lookalike.core.blob_store import BlobStore
-from lookalike.core.errors import ConfigError, NotFound, StoreUnavailable
+from lookalike.core.errors import ConfigError, NotFound
 from lookalike.core.schemas import ImageRecord
 from lookalike.core.vector_store import MilvusVectorStore, VectorField
 from lookalike.embedder.whitening import PCAWhitening, WhiteningError, learn_pca_whitening
 from lookalike.ingestion.dba import apply_dba_all
+from lookalike.ingestion.reindex import serve_version
 
 WHITENING_PREFIX = "models/whitening"
 MAX_SAMPLES = 100_000
@@ -105,6 +106,7 @@ def whiten_collection(
     except WhiteningError as exc:
         raise ConfigError(f"cannot learn whitening on {store.name!r}: {exc}") from exc
     blobs.put(whitening_key(whitening.id), whitening.to_bytes(), "application/octet-stream")
+    previous = store.live_collection()
     dba = store.dba_params()
     target = store.create_version(
         {**spec, "whitening": whitening.id, "dim": whitening.dim}, whitening.dim, dba
@@ -117,11 +119,5 @@ def whiten_collection(
         rows += len(records)
     if dba is not None:
         apply_dba_all(target, dba.k, dba.alpha)
-    if (copied := target.count()) != rows:
-        raise StoreUnavailable(
-            f"{target.name!r} holds {copied} rows after copying {rows}; {store.name!r} still "
-            "serves the unwhitened collection"
-        )
-    previous = store.live_collection()
-    store.point_alias(target.name)
+    serve_version(store, target, rows, previous)
     return WhitenResult(whitening=whitening, rows=rows, previous=previous, current=target.name)
