@@ -14,14 +14,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lookalike.core.blob_store import BlobStore
-from lookalike.core.errors import ConfigError, NotFound
+from lookalike.core.errors import ConfigError
 from lookalike.core.vector_index import check_supported
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import HashingError, ItqHash, learn_itq
+from lookalike.ingestion.artefacts import load_artefact
 
 HASHING_PREFIX = "models/hashing"
 MAX_SAMPLES = 100_000
-BATCH_SIZE = 5000
+# Rows per read: a 2.3 server refuses replies over 64 MB (5,000 x 2,048 floats and more).
+BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +42,8 @@ def hash_key(hash_id: str) -> str:
 
 def load_hash(blobs: BlobStore, hash_id: str) -> ItqHash:
     """The hash `hash_id` from the blob store; ConfigError naming the key when unusable."""
-    key = hash_key(hash_id)
-    try:
-        itq = ItqHash.from_bytes(blobs.get(key))
-    except NotFound:
-        raise ConfigError(
-            f"the collection keeps codes of hash {hash_id}, but the blob store has no {key!r}: "
-            "restore that artefact, or run `lookalike hash` again"
-        ) from None
-    except HashingError as exc:
-        raise ConfigError(f"blob {key!r} is not a hash artefact: {exc}") from exc
-    if itq.id != hash_id:
-        raise ConfigError(f"blob {key!r} holds hash {itq.id}, not {hash_id}")
-    return itq
+    return load_artefact(blobs, hash_key(hash_id), hash_id, ItqHash.from_bytes, HashingError,
+                         "hash", "restore that artefact, or run `lookalike hash` again")
 
 
 def attach_hash(store: MilvusVectorStore, blobs: BlobStore) -> None:

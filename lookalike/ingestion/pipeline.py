@@ -41,7 +41,7 @@ from lookalike.embedder.local_features import LocalFeatureConfig, LocalFeatureEr
 from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.transforms import content_type, image_extension, thumbnail_jpeg
 from lookalike.ingestion.metrics import STAGES, IngestMetrics
-from lookalike.ingestion.retry import RetryPolicy, with_retry
+from lookalike.ingestion.retry import RetryPolicy, idempotent_insert, with_retry
 from lookalike.ingestion.sources import Item
 
 T = TypeVar("T")
@@ -376,19 +376,9 @@ class IngestPipeline:
         self._timed(report, "write_vectors", lambda: self._insert(records, report))
 
     def _insert(self, records: list[ImageRecord], report: IngestReport) -> None:
-        """Insert with retries; a retry first asks which ids landed, so none is stored twice."""
-        attempt = 0
-
-        def insert() -> None:
-            nonlocal attempt
-            attempt += 1
-            todo = records
-            if attempt > 1:
-                landed = self.store.existing_ids([r.meta.id for r in records])
-                todo = [r for r in records if r.meta.id not in landed]
-            self.store.insert(todo)
-
-        self._with_retry(insert, f"Milvus insert of {len(records)} vectors", "milvus", report)
+        """Insert with retries; none is stored twice."""
+        self._with_retry(idempotent_insert(self.store, records),
+                         f"Milvus insert of {len(records)} vectors", "milvus", report)
 
     def _account(self, batch: _Batch, report: IngestReport, bar: tqdm) -> None:
         added = len(batch.decoded)

@@ -34,7 +34,7 @@ from lookalike.core.vector_store import DbaParams, MilvusVectorStore
 from lookalike.embedder.errors import ImageError
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.ingestion.dba import apply_dba, apply_dba_all
-from lookalike.ingestion.retry import RetryPolicy, with_retry
+from lookalike.ingestion.retry import RetryPolicy, idempotent_insert, with_retry
 
 T = TypeVar("T")
 
@@ -191,19 +191,9 @@ class _Copier:
         return [r.meta.id for r in records]
 
     def _insert(self, records: list[ImageRecord]) -> None:
-        """Insert with retries; a retry first asks which ids landed, so none is stored twice."""
-        attempt = 0
-
-        def insert() -> None:
-            nonlocal attempt
-            attempt += 1
-            todo = records
-            if attempt > 1:
-                landed = self.target.existing_ids([r.meta.id for r in records])
-                todo = [r for r in records if r.meta.id not in landed]
-            self.target.insert(todo)
-
-        with_retry(insert, f"Milvus insert into {self.target.name!r}", self.retry)
+        """Insert with retries; none is stored twice."""
+        with_retry(idempotent_insert(self.target, records),
+                   f"Milvus insert into {self.target.name!r}", self.retry)
 
 
 def _copy_all(

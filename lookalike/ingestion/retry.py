@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from lookalike.core.errors import StoreUnavailable
+from lookalike.core.schemas import ImageRecord
+from lookalike.core.vector_store import VectorStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -61,3 +63,20 @@ def with_retry(
                 on_retry(exc)
             sleep(wait)
             wait = min(wait * 2, policy.max_s)
+
+
+def idempotent_insert(store: VectorStore, records: Sequence[ImageRecord]) -> Callable[[], None]:
+    """An insert of `records` that can be retried: a retry first asks which ids landed, so none
+    is stored twice."""
+    attempt = 0
+
+    def insert() -> None:
+        nonlocal attempt
+        attempt += 1
+        todo = records
+        if attempt > 1:
+            landed = store.existing_ids([r.meta.id for r in records])
+            todo = [r for r in records if r.meta.id not in landed]
+        store.insert(todo)
+
+    return insert

@@ -17,10 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lookalike.core.blob_store import BlobStore
-from lookalike.core.errors import ConfigError, NotFound
+from lookalike.core.errors import ConfigError
 from lookalike.core.schemas import ImageRecord
 from lookalike.core.vector_store import MilvusVectorStore, VectorField
 from lookalike.embedder.whitening import PCAWhitening, WhiteningError, learn_pca_whitening
+from lookalike.ingestion.artefacts import load_artefact
 from lookalike.ingestion.dba import apply_dba_all
 from lookalike.ingestion.reindex import serve_version
 
@@ -46,20 +47,11 @@ def whitening_key(whitening_id: str) -> str:
 
 def load_whitening(blobs: BlobStore, whitening_id: str) -> PCAWhitening:
     """The whitening `whitening_id` from the blob store; ConfigError naming the key if unusable."""
-    key = whitening_key(whitening_id)
-    try:
-        whitening = PCAWhitening.from_bytes(blobs.get(key))
-    except NotFound:
-        raise ConfigError(
-            f"the collection is whitened with {whitening_id}, but the blob store has no {key!r}: "
-            "restore that artefact, or point the collection's alias back at its unwhitened "
-            "collection"
-        ) from None
-    except WhiteningError as exc:
-        raise ConfigError(f"blob {key!r} is not a whitening artefact: {exc}") from exc
-    if whitening.id != whitening_id:
-        raise ConfigError(f"blob {key!r} holds whitening {whitening.id}, not {whitening_id}")
-    return whitening
+    return load_artefact(
+        blobs, whitening_key(whitening_id), whitening_id, PCAWhitening.from_bytes, WhiteningError,
+        "whitening", "restore that artefact, or point the collection's alias back at its "
+        "unwhitened collection",
+    )
 
 
 def _raw_field(store: MilvusVectorStore) -> VectorField:
