@@ -101,6 +101,7 @@ bench: install ## every benchmark: embed/search, ingest, API (paste the output i
 	$(BIN)/python -m bench.run --datasets $(DATASETS)
 	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
 	$(BIN)/lookalike bench api --datasets $(DATASETS)
+	$(BIN)/lookalike bench search --datasets $(DATASETS)
 
 .PHONY: clean
 clean: ## remove caches (keeps .venv and data/)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe_machine, print_result
+from bench.machine import describe_machine, print_result, replace_block
 from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.embedder.runtime import Embedder
@@ -255,13 +255,7 @@ def render(result: dict[str, Any]) -> str:
 
 def write_block(path: Path, block: str) -> None:
     """Replace the bench-api block in `path` (or append it under an API heading)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## API\n\n" + block + "\n"
-    path.write_text(text)
+    replace_block(path, BEGIN, END, block, "Benchmarks", "API")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

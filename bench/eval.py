@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe_machine
+from bench.machine import describe_machine, replace_block
 
 BEGIN = "<!-- make eval: begin -->"
 END = "<!-- make eval: end -->"
@@ -89,14 +89,7 @@ def render(results: dict[str, list[dict[str, Any]]], command: str, plots: Path, 
 
 def write_block(path: Path, block: str) -> None:
     """Replace the make-eval block in `path` (or append it)."""
-    text = path.read_text() if path.exists() else "# Retrieval quality\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_block(path, BEGIN, END, block, "Retrieval quality")
 
 
 def load_rows(plots: Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -43,3 +43,16 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
     width = max((len(key) for key in result), default=0)
     for key, value in result.items():
         print(f"{key:>{width}}: {value}")
+
+
+def replace_block(path: Path, begin: str, end: str, block: str, title: str,
+                  heading: str = "") -> None:
+    """Replace the part of `path` between the markers `begin` and `end` with `block` (which
+    carries the markers), or append it under `heading`; a new file starts with `title`."""
+    text = path.read_text() if path.exists() else f"# {title}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + (f"## {heading}\n\n" if heading else "") + block + "\n"
+    path.write_text(text)

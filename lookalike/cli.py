@@ -156,6 +156,80 @@ def cmd_whiten(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_hash(settings: Settings, args: argparse.Namespace) -> int:
+    """Learn ITQ hash codes on a collection and keep a code per image (server only)."""
+    from lookalike.compose import existing_store_from
+    from lookalike.ingestion.hash_codes import hash_collection
+
+    blobs = blobs_from(settings)
+    store = existing_store_from(settings, args.collection)
+    result = hash_collection(store, blobs, args.bits, max_samples=args.samples)
+    print(f"{result.itq.bits}-bit ITQ learned on {result.samples} descriptors of {store.name!r}; "
+          f"{result.codes} codes written (hash id {result.itq.id})")
+    print("search with it: LOOKALIKE_MILVUS__SEARCH_MODE=hash_rerank, or mode=hash_rerank per query")
+    return EXIT_OK
+
+
+def cmd_routes(settings: Settings, args: argparse.Namespace) -> int:
+    """Recompute the category means that routed search picks partitions by."""
+    from lookalike.compose import existing_store_from
+
+    store = existing_store_from(settings, args.collection)
+    categories = store.rebuild_routes()
+    print(f"{categories} category means of {store.name!r} recomputed from its descriptors")
+    return EXIT_OK
+
+
+def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild a collection with another model from the stored originals, then serve it."""
+    import time
+
+    from lookalike.compose import dba_from, existing_store_from
+    from lookalike.ingestion.reindex import ReindexReport, ReindexStep, reindex
+
+    model = settings.model.model_copy(update={"backbone": args.model, "weights": args.weights})
+    blobs = blobs_from(settings)
+    store = existing_store_from(settings, args.collection)
+    embedder = embedder_from(settings.model_copy(update={"model": model}))
+    old = store.stored_spec().get("backbone", "?")
+    print(f"re-indexing {store.name!r} ({store.live_collection()}, {old}) with {args.model} "
+          f"({embedder.device}); it keeps serving until the new collection is complete")
+    last_print = time.monotonic()
+
+    def progress(step: ReindexStep, report: ReindexReport) -> None:
+        nonlocal last_print
+        if step == "copying" and time.monotonic() - last_print < 5:
+            return
+        last_print = time.monotonic()
+        if step in ("copying", "copied"):
+            print(f"  copied {report.rows}/{report.total} images into {report.current}, "
+                  f"{len(report.failed)} failed")
+        elif step == "caught_up":
+            print(f"  catch-up: {report.caught_up} images stored and {report.removed} deleted "
+                  "meanwhile carried over")
+
+    report = reindex(
+        store, embedder, blobs, batch_size=settings.model.batch_size,
+        workers=settings.ingest.decode_workers, dba=dba_from(settings),
+        allow_missing=args.allow_missing, progress=progress,
+    )
+    for failure in report.failed:
+        print(f"  left out {failure.id} ({failure.blob_key}): {failure.reason}", file=sys.stderr)
+    print(f"{report.rows} images re-indexed into {report.current} in {report.seconds:.1f} s, "
+          f"{len(report.failed)} left out")
+    if not report.swapped:
+        print(f"error: {len(report.failed)} images could not be re-indexed, so {store.name!r} "
+              f"still serves {report.previous}; restore their blobs and run again, or pass "
+              f"--allow-missing to serve {report.current} without them", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{store.name!r} now serves {report.current}; embed queries and ingest with "
+          f"LOOKALIKE_MODEL__BACKBONE={args.model}"
+          + (f" and LOOKALIKE_MODEL__WEIGHTS={args.weights}" if args.weights else ""))
+    print(f"the previous collection {report.previous} is kept: drop it once searches look right, "
+          f"or roll back by pointing alias {store.name!r} at it (Milvus alter_alias)")
+    return EXIT_SOME_FILES_FAILED if report.failed else EXIT_OK
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the gRPC API until SIGINT or SIGTERM."""
     from lookalike.services.server import start_server
@@ -195,13 +269,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     """Search the server with an image file and print a table."""
+    from lookalike.core.filters import build_filter
     from lookalike.services.client import ClientConfig
 
     data = Path(args.image).read_bytes()
     config = ClientConfig.from_settings(settings.client)
+    filter_expr = build_filter(labels=args.label, tags=args.tag, source_prefix=args.source_prefix,
+                               since=args.since, until=args.until, expression=args.filter)
     with replace(config, address=args.address or config.address).connect() as client:
-        response = client.search(image=data, top_k=args.top_k, filter_expr=args.filter,
-                                 min_score=args.min_score, qe_n=args.qe, verify=args.verify)
+        response = client.search(image=data, top_k=args.top_k, filter_expr=filter_expr,
+                                 min_score=args.min_score, qe_n=args.qe, verify=args.verify,
+                                 mode=args.mode, ef=args.ef, nprobe=args.nprobe,
+                                 rerank_factor=args.rerank_factor, route_top_n=args.route_top_n)
     verified = any(hit.inliers is not None for hit in response.hits)
     print(f"{len(response.hits)} results in {response.took_ms:.1f} ms from {response.collection!r}")
     inliers_head = f"  {'inliers':>7}" if verified else ""
@@ -305,7 +384,7 @@ def _register_benchmarks(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 # Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
-BENCHMARKS: tuple[str, ...] = ("ingest", "api")
+BENCHMARKS: tuple[str, ...] = ("ingest", "api", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +438,34 @@ def build_parser() -> argparse.ArgumentParser:
     whiten.add_argument("--collection", help="collection name (default: settings)")
     whiten.set_defaults(func=cmd_whiten)
 
+    hashing = sub.add_parser(
+        "hash", help="learn ITQ binary codes on a collection for hash_rerank search (server only)"
+    )
+    hashing.add_argument("--bits", type=int, choices=(64, 128, 256), default=128)
+    hashing.add_argument("--samples", type=int, default=100_000,
+                         help="descriptors ITQ is learned on (a uniform sample)")
+    hashing.add_argument("--collection", help="collection name (default: settings)")
+    hashing.set_defaults(func=cmd_hash)
+
+    routes = sub.add_parser(
+        "routes", help="recompute the category means routed search picks partitions by"
+    )
+    routes.add_argument("--collection", help="collection name (default: settings)")
+    routes.set_defaults(func=cmd_routes)
+
+    reindex = sub.add_parser(
+        "reindex", help="rebuild a collection with another model, then swap its alias to it"
+    )
+    reindex.add_argument("--model", required=True, metavar="BACKBONE",
+                         help="the new backbone; the rest of the model settings are kept")
+    reindex.add_argument("--weights", default="", metavar="PATH",
+                         help="weights file for the new backbone (default: its own)")
+    reindex.add_argument("--collection", help="collection name (default: settings)")
+    reindex.add_argument("--allow-missing", action="store_true",
+                         help="swap even when some images' originals are missing or unreadable "
+                              "(they are left out); by default the old collection keeps serving")
+    reindex.set_defaults(func=cmd_reindex)
+
     serve = sub.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -374,6 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                         help="re-rank by geometric verification of local features "
                              "(default: server's setting)")
+    search.add_argument("--label", action="append", default=[],
+                        help="only images with this label (repeat for any of several)")
+    search.add_argument("--tag", action="append", default=[],
+                        help="only images with this tag (repeat: all of them)")
+    search.add_argument("--source-prefix", default="", help="only images whose source starts so")
+    search.add_argument("--since", help="ingested at or after (YYYY-MM-DD, ISO time, unix s)")
+    search.add_argument("--until", help="ingested before (YYYY-MM-DD, ISO time, unix s)")
+    search.add_argument("--mode", choices=("ann", "hash_rerank", "routed"),
+                        help="vector search mode (default: server's milvus.search_mode)")
+    search.add_argument("--ef", type=int, help="HNSW search breadth")
+    search.add_argument("--nprobe", type=int, help="IVF lists searched")
+    search.add_argument("--rerank-factor", type=int,
+                        help="re-score top_k x this many candidates with the float vectors")
+    search.add_argument("--route-top-n", type=int, help="categories a routed search scans")
     search.add_argument("--address", help="server host:port (default: settings)")
     search.set_defaults(func=cmd_search)
 

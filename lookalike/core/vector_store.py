@@ -385,7 +385,7 @@ class MilvusVectorStore:
                         f"({_spec_diff(stored, spec)}); use the model it was built with, "
                         "another collection name, or re-index it"
                     )
-            client.load_collection(name)
+            cls._load(client, name)
         except (ConfigError, ModelSpecMismatch):
             raise
         except Exception as exc:
@@ -399,12 +399,24 @@ class MilvusVectorStore:
         try:
             if cls._resolve_alias(client, name) is None:
                 raise ConfigError(f"collection {name!r} does not exist")
-            client.load_collection(name)
+            cls._load(client, name)
         except ConfigError:
             raise
         except Exception as exc:
             raise StoreUnavailable(f"cannot open collection {name!r}: {exc}") from exc
         return cls(client, name, settings)
+
+    @classmethod
+    def _load(cls, client: Any, name: str) -> None:
+        """Load the collection behind alias `name` and its companions (a server may have
+        released them)."""
+        client.load_collection(name)
+        physical = cls._resolve_alias(client, name)
+        if physical is None:
+            return
+        for companion in (companions.codes_name(physical), companions.routes_name(physical)):
+            if client.has_collection(companion):
+                client.load_collection(companion)
 
     @staticmethod
     def _resolve_alias(client: Any, name: str) -> str | None:
@@ -764,6 +776,10 @@ class MilvusVectorStore:
         index = dict(self._call("describe_index", physical, "embedding") or {})
         index_type = str(index.pop("index_type", "FLAT"))
         params = {k: v for k, v in index.items() if k not in _INDEX_INFO_KEYS}
+        if not params and index_type == self._settings.index_type:
+            # Milvus Lite reports no build parameters: they are the settings it was built with.
+            params = {k: str(v) for k, v in index_params(self._settings, self._dim_of(physical))[1]
+                      .items()}
         codes = companions.codes_name(physical)
         recorded = (self._call("describe_collection", codes).get("properties", {}).get(HASH_PROPERTY)
                     if self._call("has_collection", codes) else None)
@@ -822,7 +838,7 @@ class MilvusVectorStore:
             )
         return encoder
 
-    def build_codes(self, encoder: CodeEncoder, batch_size: int = 5000) -> int:
+    def build_codes(self, encoder: CodeEncoder, batch_size: int = 1000) -> int:
         """(Re)compute every stored image's code with `encoder` into a new codes collection and
         record it; searches in hash_rerank mode use it from then on. Server only."""
         check_supported(self._settings, "binary hash codes (BINARY_VECTOR)")
@@ -842,7 +858,7 @@ class MilvusVectorStore:
         self.layout(refresh=True)
         return written
 
-    def rebuild_routes(self, batch_size: int = 5000) -> int:
+    def rebuild_routes(self, batch_size: int = 1000) -> int:
         """Recompute every category's mean from the stored vectors; how many categories."""
         layout = self.layout(refresh=True)
         if not layout.partitioned:

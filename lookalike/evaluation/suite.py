@@ -333,3 +333,12 @@ def iter_evaluate(dataset: EvalDataset, configs: Sequence[EvalConfig],
                 rank_seconds=rank_seconds, verified=verified, notes=notes,
             )
 
+
+
+def database_descriptors(
+    dataset: EvalDataset, config: EvalConfig, env: EvalEnv
+) -> tuple[F32, list[str]]:
+    """The dataset's database descriptors under `config`'s embedding (cached, as evaluation
+    caches them) and each image's label."""
+    layout = _layout(dataset)
+    return _descriptors(config, layout, env, dataset.name).database, layout.labels

@@ -85,6 +85,12 @@ class SearchQuery:
     # None: the server's setting.
     qe_n: int | None = None
     verify: bool | None = None
+    # None: the server's settings. mode: ann, hash_rerank or routed.
+    mode: str | None = None
+    ef: int | None = None
+    nprobe: int | None = None
+    rerank_factor: int | None = None
+    route_top_n: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +185,9 @@ def _search_request(q: SearchQuery) -> pb.SearchRequest:
         raise ValueError("pass exactly one of image, image_id, vector")
     request = pb.SearchRequest(top_k=q.top_k, filter=q.filter_expr,
                                include_thumbnails=q.include_thumbnails, ids_only=q.ids_only,
-                               qe_n=q.qe_n, verify=q.verify)
+                               qe_n=q.qe_n, verify=q.verify, mode=q.mode, ef=q.ef,
+                               nprobe=q.nprobe, rerank_factor=q.rerank_factor,
+                               route_top_n=q.route_top_n)
     if q.image is not None:
         request.image = q.image
     elif q.image_id is not None:
@@ -268,6 +276,11 @@ class LookalikeClient:
         ids_only: bool = False,
         qe_n: int | None = None,
         verify: bool | None = None,
+        mode: str | None = None,
+        ef: int | None = None,
+        nprobe: int | None = None,
+        rerank_factor: int | None = None,
+        route_top_n: int | None = None,
         timeout_s: float | None = None,
     ) -> SearchResponse:
         """Images most like `image` (encoded bytes), the stored image `image_id`, or `vector`.
@@ -275,11 +288,14 @@ class LookalikeClient:
         With `min_score`, only hits scoring above it; with `ids_only`, hits carry only id and
         score (the cheap way to get deep rankings). `qe_n` (alpha-query expansion neighbours, 0:
         off) and `verify` (geometric re-ranking) override the server's settings; None keeps them.
+        `mode` (ann, hash_rerank, routed), `ef`, `nprobe`, `rerank_factor` and `route_top_n`
+        override how the server's vector store searches.
         """
         request = _search_request(SearchQuery(
             image=image, image_id=image_id, vector=vector, top_k=top_k, filter_expr=filter_expr,
             min_score=min_score, include_thumbnails=include_thumbnails, ids_only=ids_only,
-            qe_n=qe_n, verify=verify,
+            qe_n=qe_n, verify=verify, mode=mode, ef=ef, nprobe=nprobe,
+            rerank_factor=rerank_factor, route_top_n=route_top_n,
         ))
         return _search_response(self._call(self._search.Search, request, timeout_s))
 

@@ -18,9 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lookalike.core.blob_store import BlobStore
-from lookalike.core.errors import InvalidArgument, LookalikeError, NotFound
+from lookalike.core.errors import InvalidArgument, LookalikeError, ModelSpecMismatch, NotFound
 from lookalike.core.rerank import alpha_qe
 from lookalike.core.schemas import ScoredId, SearchHit, features_key
+from lookalike.core.vector_index import SearchParams
 from lookalike.core.vector_store import VectorStore
 from lookalike.embedder.errors import EmbedderError, ImageError
 from lookalike.embedder.local_features import (
@@ -84,6 +85,8 @@ class SearchOptions:
     # None: the engine's default (Reranking).
     qe_n: int | None = None
     verify: bool | None = None
+    # None: the store's settings (mode, ef, nprobe, re-rank factor, routing).
+    params: SearchParams | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,21 +195,23 @@ class SearchEngine:
 
     def search(self, query: Query, top_k: int = DEFAULT_TOP_K, filter_expr: str = "",
                min_score: float | None = None, *, qe_n: int | None = None,
-               verify: bool | None = None) -> SearchResult:
+               verify: bool | None = None, params: SearchParams | None = None) -> SearchResult:
         """The `top_k` stored images most like the query, best first.
 
-        `qe_n` and `verify` override the engine's defaults for this query (None: keep them).
+        `qe_n`, `verify` and `params` override the engine's and the store's defaults for this
+        query (None: keep them).
         """
         started = time.perf_counter()
-        options = SearchOptions(top_k, filter_expr, min_score, qe_n=qe_n, verify=verify)
+        options = SearchOptions(top_k, filter_expr, min_score, qe_n=qe_n, verify=verify,
+                                params=params)
         return self._search(query, options, self._prepare(query, top_k), started)
 
     def rank(self, query: Query, top_k: int = DEFAULT_TOP_K, filter_expr: str = "",
              min_score: float | None = None, *, qe_n: int | None = None,
-             verify: bool | None = None) -> RankResult:
+             verify: bool | None = None, params: SearchParams | None = None) -> RankResult:
         """Like `search`, but ids and scores only: cheap enough for deep rankings."""
         started = time.perf_counter()
-        options = SearchOptions(top_k, filter_expr, min_score, True, qe_n, verify)
+        options = SearchOptions(top_k, filter_expr, min_score, True, qe_n, verify, params)
         return self._rank(query, options, self._prepare(query, top_k), started)
 
     def run(self, query: Query, options: SearchOptions) -> SearchResult | RankResult:
@@ -254,7 +259,7 @@ class SearchEngine:
         else:
             ranked = self.store.search_ids(
                 self._expanded(prepared, options), options.top_k or DEFAULT_TOP_K,
-                options.filter_expr, prepared.exclude, options.min_score,
+                options.filter_expr, prepared.exclude, options.min_score, options.params,
             )[0]
         return RankResult(ranked=ranked, took_ms=_ms_since(started), collection=self.store.name,
                           embed_ms=prepared.embed_ms)
@@ -265,11 +270,12 @@ class SearchEngine:
         vector = self._expanded(prepared, options)
         if not self._verifies(query, options):
             return self.store.search(
-                vector, top_k, options.filter_expr, prepared.exclude, options.min_score
+                vector, top_k, options.filter_expr, prepared.exclude, options.min_score,
+                options.params,
             )[0]
         candidates = self.store.search(
             vector, max(top_k, self.reranking.verify_top_n), options.filter_expr,
-            prepared.exclude, options.min_score,
+            prepared.exclude, options.min_score, options.params,
         )[0]
         return self._verified(query, candidates)[:top_k]
 
@@ -287,7 +293,7 @@ class SearchEngine:
         if qe_n == 0:
             return prepared.vector
         neighbours = self.store.search_ids(
-            prepared.vector, qe_n, options.filter_expr, prepared.exclude
+            prepared.vector, qe_n, options.filter_expr, prepared.exclude, None, options.params
         )[0]
         stored = self.store.get_vectors([n.id for n in neighbours])
         # A neighbour deleted since the search has no vector left; it just drops out.
@@ -359,6 +365,7 @@ class SearchEngine:
                 embedded = outcomes[0]
             if embedded.error is not None:
                 raise InvalidArgument(f"query image: {embedded.error}")
+            self._check_model()
             assert embedded.vector is not None
             return _Prepared(np.asarray(embedded.vector, dtype=np.float32)[None, :],
                              embed_ms=embed_ms)
@@ -367,6 +374,18 @@ class SearchEngine:
         if stored is None:
             raise NotFound(f"no stored image with id {query.image_id} in {self.store.name!r}")
         return _Prepared(np.asarray(stored, dtype=np.float32)[None, :], (query.image_id,))
+
+    def _check_model(self) -> None:
+        """Refuse image queries once the collection serves another model (a re-index moved its
+        alias): their descriptors would not compare with the stored ones."""
+        live = self.store.live_spec()
+        if live and live != self.embedder.spec.to_dict():
+            raise ModelSpecMismatch(
+                f"collection {self.store.name!r} now serves vectors of another model "
+                f"({live.get('backbone')}, dim {live.get('dim')}), but this server embeds "
+                f"queries with {self.embedder.spec.backbone}: restart it with that collection's "
+                "model settings"
+            )
 
     def _check_vector(self, vector: NDArray[np.float32]) -> NDArray[np.float32]:
         """A raw query vector as a unit 1 x D row; refused when its dimension or values are off."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from lookalike.core.errors import InvalidArgument, LookalikeError
 from lookalike.core.schemas import ImageMeta, SearchHit
+from lookalike.core.vector_index import SearchParams
 from lookalike.embedder.errors import EmbedderError, ImageTooLarge
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.catalog import Catalog, NewImage, parse_meta
@@ -82,6 +83,13 @@ def _options(request: pb.SearchRequest) -> SearchOptions:
         ids_only=request.ids_only,
         qe_n=request.qe_n if request.HasField("qe_n") else None,
         verify=request.verify if request.HasField("verify") else None,
+        params=SearchParams(
+            mode=request.mode if request.HasField("mode") else None,  # type: ignore[arg-type]
+            ef=request.ef if request.HasField("ef") else None,
+            nprobe=request.nprobe if request.HasField("nprobe") else None,
+            rerank_factor=request.rerank_factor if request.HasField("rerank_factor") else None,
+            route_top_n=request.route_top_n if request.HasField("route_top_n") else None,
+        ),
     )
 
 
@@ -103,7 +111,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             try:
                 queries.append((_query(r), _options(r)))
             except LookalikeError as exc:
-                queries.append((exc, _options(r)))
+                queries.append((exc, SearchOptions()))
         results = []
         for r, outcome in zip(request.requests, self._engine.run_many(queries), strict=True):
             if isinstance(outcome, SearchResult | RankResult):

@@ -117,6 +117,29 @@ def test_min_score_keeps_only_closer_hits(served: Served) -> None:
     assert all(h.score > threshold for h in close)
 
 
+def test_search_parameters_per_query_reach_the_store(served: Served) -> None:
+    """ef and mode travel in SearchRequest: an HNSW ef changes nothing on a tiny collection, an
+    unknown mode is INVALID_ARGUMENT, a mode the collection was not built for is
+    FAILED_PRECONDITION naming what to do."""
+    image = _photo(served)
+    plain = served.client.search(image=image, top_k=5).hits
+    tuned = served.client.search(image=image, top_k=5, ef=512, mode="ann").hits
+    assert [h.id for h in tuned] == [h.id for h in plain]
+    with pytest.raises(ClientError) as unknown:
+        served.client.search(image=image, mode="fastest")
+    assert unknown.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown search mode 'fastest'" in unknown.value.message
+    for mode, hint in (("routed", "PARTITION_BY"), ("hash_rerank", "lookalike hash")):
+        with pytest.raises(ClientError) as refused:
+            served.client.search(image=image, mode=mode)
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert hint in refused.value.message
+    results = served.client.batch_search([SearchQuery(image=image, mode="fastest"),
+                                          SearchQuery(image=image, top_k=2)])
+    assert results[0].error_code == "INVALID_ARGUMENT"
+    assert results[1].response is not None and len(results[1].response.hits) == 2
+
+
 def test_search_response_reports_model_time(served: Served) -> None:
     """An image query reports the forward time of its batch, within the server-side time."""
     response = served.client.search(image=_photo(served), top_k=3)

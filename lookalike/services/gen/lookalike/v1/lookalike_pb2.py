@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3lookalike/services/gen/lookalike/v1/lookalike.proto\x12\x0clookalike.v1\"\xed\x01\n\tModelSpec\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\x0f\n\x07pooling\x18\x03 \x01(\t\x12\r\n\x05gem_p\x18\x04 \x01(\x02\x12\x12\n\ninput_size\x18\x05 \x01(\x05\x12\x0e\n\x06resize\x18\x06 \x01(\t\x12\x11\n\twhitening\x18\x07 \x01(\t\x12\x0b\n\x03\x64im\x18\x08 \x01(\x05\x12\x0f\n\x07version\x18\t \x01(\x05\x12\x11\n\tdecode_px\x18\n \x01(\x05\x12\x0e\n\x06scales\x18\x0b \x03(\x01\x12\x0c\n\x04\x66lip\x18\x0c \x01(\x08\x12\x17\n\x0fsemantic_weight\x18\r \x01(\x01\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"\x1f\n\tEmbedding\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"o\n\x0b\x45mbedResult\x12,\n\tembedding\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.EmbeddingH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x42\x08\n\x06result\"c\n\rEmbedResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.lookalike.v1.EmbedResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ModelSpec\"\x91\x02\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12)\n\x06vector\x18\x07 \x01(\x0b\x32\x17.lookalike.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x1a\n\x12include_thumbnails\x18\x05 \x01(\x08\x12\x10\n\x08ids_only\x18\x06 \x01(\x08\x12\x16\n\tmin_score\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04qe_n\x18\t \x01(\rH\x02\x88\x01\x01\x12\x13\n\x06verify\x18\n \x01(\x08H\x03\x88\x01\x01\x42\x07\n\x05queryB\x0c\n\n_min_scoreB\x07\n\x05_qe_nB\t\n\x07_verify\"\x95\x02\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x11\n\tthumbnail\x18\n \x01(\x0c\x12\x15\n\rthumbnail_url\x18\x0b \x01(\t\x12\x11\n\timage_url\x18\x0c \x01(\t\x12\x11\n\tmeta_json\x18\r \x01(\t\x12\x13\n\x0bingested_at\x18\x0e \x01(\x03\x12\x14\n\x07inliers\x18\x0f \x01(\x05H\x00\x88\x01\x01\x42\n\n\x08_inliers\"h\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.lookalike.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x10\n\x08\x65mbed_ms\x18\x04 \x01(\x01\"C\n\x12\x42\x61tchSearchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.lookalike.v1.SearchRequest\"y\n\x11\x42\x61tchSearchResult\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1c.lookalike.v1.SearchResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x42\x08\n\x06result\"G\n\x13\x42\x61tchSearchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.lookalike.v1.BatchSearchResult\"[\n\nUpsertItem\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x11\n\tmeta_json\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\"8\n\rUpsertRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.UpsertItem\"w\n\x0cUpsertResult\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x11.lookalike.v1.HitH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x42\x08\n\x06result\"=\n\x0eUpsertResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.UpsertResult\",\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"5\n\nGetRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x1a\n\x12include_thumbnails\x18\x02 \x01(\x08\"E\n\x0bGetResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.lookalike.v1.Hit\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\x03\"\x0e\n\x0cStatsRequest\"\x98\x02\n\rStatsResponse\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1b\n\x13physical_collection\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x12\n\nindex_type\x18\x04 \x01(\t\x12\x42\n\x0cindex_params\x18\x05 \x03(\x0b\x32,.lookalike.v1.StatsResponse.IndexParamsEntry\x12\x13\n\x0bmetric_type\x18\x06 \x01(\t\x12&\n\x05model\x18\x07 \x01(\x0b\x32\x17.lookalike.v1.ModelSpec\x1a\x32\n\x10IndexParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32P\n\x0c\x45mbedService\x12@\n\x05\x45mbed\x12\x1a.lookalike.v1.EmbedRequest\x1a\x1b.lookalike.v1.EmbedResponse2\xa8\x01\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponse\x12R\n\x0b\x42\x61tchSearch\x12 .lookalike.v1.BatchSearchRequest\x1a!.lookalike.v1.BatchSearchResponse2\x98\x02\n\x0e\x43\x61talogService\x12\x43\n\x06Upsert\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1c.lookalike.v1.UpsertResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.lookalike.v1.DeleteRequest\x1a\x1c.lookalike.v1.DeleteResponse\x12:\n\x03Get\x12\x18.lookalike.v1.GetRequest\x1a\x19.lookalike.v1.GetResponse\x12@\n\x05Stats\x12\x1a.lookalike.v1.StatsRequest\x1a\x1b.lookalike.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3lookalike/services/gen/lookalike/v1/lookalike.proto\x12\x0clookalike.v1\"\xed\x01\n\tModelSpec\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\x0f\n\x07pooling\x18\x03 \x01(\t\x12\r\n\x05gem_p\x18\x04 \x01(\x02\x12\x12\n\ninput_size\x18\x05 \x01(\x05\x12\x0e\n\x06resize\x18\x06 \x01(\t\x12\x11\n\twhitening\x18\x07 \x01(\t\x12\x0b\n\x03\x64im\x18\x08 \x01(\x05\x12\x0f\n\x07version\x18\t \x01(\x05\x12\x11\n\tdecode_px\x18\n \x01(\x05\x12\x0e\n\x06scales\x18\x0b \x03(\x01\x12\x0c\n\x04\x66lip\x18\x0c \x01(\x08\x12\x17\n\x0fsemantic_weight\x18\r \x01(\x01\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"\x1f\n\tEmbedding\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"o\n\x0b\x45mbedResult\x12,\n\tembedding\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.EmbeddingH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x42\x08\n\x06result\"c\n\rEmbedResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.lookalike.v1.EmbedResult\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ModelSpec\"\xbd\x03\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12)\n\x06vector\x18\x07 \x01(\x0b\x32\x17.lookalike.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x1a\n\x12include_thumbnails\x18\x05 \x01(\x08\x12\x10\n\x08ids_only\x18\x06 \x01(\x08\x12\x16\n\tmin_score\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04qe_n\x18\t \x01(\rH\x02\x88\x01\x01\x12\x13\n\x06verify\x18\n \x01(\x08H\x03\x88\x01\x01\x12\x11\n\x04mode\x18\x0b \x01(\tH\x04\x88\x01\x01\x12\x0f\n\x02\x65\x66\x18\x0c \x01(\rH\x05\x88\x01\x01\x12\x13\n\x06nprobe\x18\r \x01(\rH\x06\x88\x01\x01\x12\x1a\n\rrerank_factor\x18\x0e \x01(\rH\x07\x88\x01\x01\x12\x18\n\x0broute_top_n\x18\x0f \x01(\rH\x08\x88\x01\x01\x42\x07\n\x05queryB\x0c\n\n_min_scoreB\x07\n\x05_qe_nB\t\n\x07_verifyB\x07\n\x05_modeB\x05\n\x03_efB\t\n\x07_nprobeB\x10\n\x0e_rerank_factorB\x0e\n\x0c_route_top_n\"\x95\x02\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x11\n\tthumbnail\x18\n \x01(\x0c\x12\x15\n\rthumbnail_url\x18\x0b \x01(\t\x12\x11\n\timage_url\x18\x0c \x01(\t\x12\x11\n\tmeta_json\x18\r \x01(\t\x12\x13\n\x0bingested_at\x18\x0e \x01(\x03\x12\x14\n\x07inliers\x18\x0f \x01(\x05H\x00\x88\x01\x01\x42\n\n\x08_inliers\"h\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.lookalike.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x10\n\x08\x65mbed_ms\x18\x04 \x01(\x01\"C\n\x12\x42\x61tchSearchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.lookalike.v1.SearchRequest\"y\n\x11\x42\x61tchSearchResult\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1c.lookalike.v1.SearchResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x42\x08\n\x06result\"G\n\x13\x42\x61tchSearchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.lookalike.v1.BatchSearchResult\"[\n\nUpsertItem\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x11\n\tmeta_json\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\"8\n\rUpsertRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.UpsertItem\"w\n\x0cUpsertResult\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x11.lookalike.v1.HitH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ItemErrorH\x00\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x42\x08\n\x06result\"=\n\x0eUpsertResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.UpsertResult\",\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"5\n\nGetRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x1a\n\x12include_thumbnails\x18\x02 \x01(\x08\"E\n\x0bGetResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.lookalike.v1.Hit\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\x03\"\x0e\n\x0cStatsRequest\"\x98\x02\n\rStatsResponse\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1b\n\x13physical_collection\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x12\n\nindex_type\x18\x04 \x01(\t\x12\x42\n\x0cindex_params\x18\x05 \x03(\x0b\x32,.lookalike.v1.StatsResponse.IndexParamsEntry\x12\x13\n\x0bmetric_type\x18\x06 \x01(\t\x12&\n\x05model\x18\x07 \x01(\x0b\x32\x17.lookalike.v1.ModelSpec\x1a\x32\n\x10IndexParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32P\n\x0c\x45mbedService\x12@\n\x05\x45mbed\x12\x1a.lookalike.v1.EmbedRequest\x1a\x1b.lookalike.v1.EmbedResponse2\xa8\x01\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponse\x12R\n\x0b\x42\x61tchSearch\x12 .lookalike.v1.BatchSearchRequest\x1a!.lookalike.v1.BatchSearchResponse2\x98\x02\n\x0e\x43\x61talogService\x12\x43\n\x06Upsert\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1c.lookalike.v1.UpsertResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.lookalike.v1.DeleteRequest\x1a\x1c.lookalike.v1.DeleteResponse\x12:\n\x03Get\x12\x18.lookalike.v1.GetRequest\x1a\x19.lookalike.v1.GetResponse\x12@\n\x05Stats\x12\x1a.lookalike.v1.StatsRequest\x1a\x1b.lookalike.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,43 +48,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_start=531
   _globals['_EMBEDRESPONSE']._serialized_end=630
   _globals['_SEARCHREQUEST']._serialized_start=633
-  _globals['_SEARCHREQUEST']._serialized_end=906
-  _globals['_HIT']._serialized_start=909
-  _globals['_HIT']._serialized_end=1186
-  _globals['_SEARCHRESPONSE']._serialized_start=1188
-  _globals['_SEARCHRESPONSE']._serialized_end=1292
-  _globals['_BATCHSEARCHREQUEST']._serialized_start=1294
-  _globals['_BATCHSEARCHREQUEST']._serialized_end=1361
-  _globals['_BATCHSEARCHRESULT']._serialized_start=1363
-  _globals['_BATCHSEARCHRESULT']._serialized_end=1484
-  _globals['_BATCHSEARCHRESPONSE']._serialized_start=1486
-  _globals['_BATCHSEARCHRESPONSE']._serialized_end=1557
-  _globals['_UPSERTITEM']._serialized_start=1559
-  _globals['_UPSERTITEM']._serialized_end=1650
-  _globals['_UPSERTREQUEST']._serialized_start=1652
-  _globals['_UPSERTREQUEST']._serialized_end=1708
-  _globals['_UPSERTRESULT']._serialized_start=1710
-  _globals['_UPSERTRESULT']._serialized_end=1829
-  _globals['_UPSERTRESPONSE']._serialized_start=1831
-  _globals['_UPSERTRESPONSE']._serialized_end=1892
-  _globals['_DELETEREQUEST']._serialized_start=1894
-  _globals['_DELETEREQUEST']._serialized_end=1938
-  _globals['_DELETERESPONSE']._serialized_start=1940
-  _globals['_DELETERESPONSE']._serialized_end=1986
-  _globals['_GETREQUEST']._serialized_start=1988
-  _globals['_GETREQUEST']._serialized_end=2041
-  _globals['_GETRESPONSE']._serialized_start=2043
-  _globals['_GETRESPONSE']._serialized_end=2112
-  _globals['_STATSREQUEST']._serialized_start=2114
-  _globals['_STATSREQUEST']._serialized_end=2128
-  _globals['_STATSRESPONSE']._serialized_start=2131
-  _globals['_STATSRESPONSE']._serialized_end=2411
-  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._serialized_start=2361
-  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._serialized_end=2411
-  _globals['_EMBEDSERVICE']._serialized_start=2413
-  _globals['_EMBEDSERVICE']._serialized_end=2493
-  _globals['_SEARCHSERVICE']._serialized_start=2496
-  _globals['_SEARCHSERVICE']._serialized_end=2664
-  _globals['_CATALOGSERVICE']._serialized_start=2667
-  _globals['_CATALOGSERVICE']._serialized_end=2947
+  _globals['_SEARCHREQUEST']._serialized_end=1078
+  _globals['_HIT']._serialized_start=1081
+  _globals['_HIT']._serialized_end=1358
+  _globals['_SEARCHRESPONSE']._serialized_start=1360
+  _globals['_SEARCHRESPONSE']._serialized_end=1464
+  _globals['_BATCHSEARCHREQUEST']._serialized_start=1466
+  _globals['_BATCHSEARCHREQUEST']._serialized_end=1533
+  _globals['_BATCHSEARCHRESULT']._serialized_start=1535
+  _globals['_BATCHSEARCHRESULT']._serialized_end=1656
+  _globals['_BATCHSEARCHRESPONSE']._serialized_start=1658
+  _globals['_BATCHSEARCHRESPONSE']._serialized_end=1729
+  _globals['_UPSERTITEM']._serialized_start=1731
+  _globals['_UPSERTITEM']._serialized_end=1822
+  _globals['_UPSERTREQUEST']._serialized_start=1824
+  _globals['_UPSERTREQUEST']._serialized_end=1880
+  _globals['_UPSERTRESULT']._serialized_start=1882
+  _globals['_UPSERTRESULT']._serialized_end=2001
+  _globals['_UPSERTRESPONSE']._serialized_start=2003
+  _globals['_UPSERTRESPONSE']._serialized_end=2064
+  _globals['_DELETEREQUEST']._serialized_start=2066
+  _globals['_DELETEREQUEST']._serialized_end=2110
+  _globals['_DELETERESPONSE']._serialized_start=2112
+  _globals['_DELETERESPONSE']._serialized_end=2158
+  _globals['_GETREQUEST']._serialized_start=2160
+  _globals['_GETREQUEST']._serialized_end=2213
+  _globals['_GETRESPONSE']._serialized_start=2215
+  _globals['_GETRESPONSE']._serialized_end=2284
+  _globals['_STATSREQUEST']._serialized_start=2286
+  _globals['_STATSREQUEST']._serialized_end=2300
+  _globals['_STATSRESPONSE']._serialized_start=2303
+  _globals['_STATSRESPONSE']._serialized_end=2583
+  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._serialized_start=2533
+  _globals['_STATSRESPONSE_INDEXPARAMSENTRY']._serialized_end=2583
+  _globals['_EMBEDSERVICE']._serialized_start=2585
+  _globals['_EMBEDSERVICE']._serialized_end=2665
+  _globals['_SEARCHSERVICE']._serialized_start=2668
+  _globals['_SEARCHSERVICE']._serialized_end=2836
+  _globals['_CATALOGSERVICE']._serialized_start=2839
+  _globals['_CATALOGSERVICE']._serialized_end=3119
 # @@protoc_insertion_point(module_scope)

@@ -218,6 +218,11 @@ class SearchRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _builtins.int
     QE_N_FIELD_NUMBER: _builtins.int
     VERIFY_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    EF_FIELD_NUMBER: _builtins.int
+    NPROBE_FIELD_NUMBER: _builtins.int
+    RERANK_FACTOR_FIELD_NUMBER: _builtins.int
+    ROUTE_TOP_N_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """Encoded query image."""
     id: _builtins.int
@@ -241,6 +246,19 @@ class SearchRequest(_message.Message):
     (image and id queries; a vector query has no image and is never verified). Unset: the
     server's setting (retrieval.verify).
     """
+    mode: _builtins.str
+    """How the vector store searches (unset: the server's settings, milvus.*). mode: "ann" (the
+    float index), "hash_rerank" (Hamming over binary codes, then exact float re-scoring) or
+    "routed" (only the query's nearest categories).
+    """
+    ef: _builtins.int
+    """HNSW search breadth."""
+    nprobe: _builtins.int
+    """IVF lists searched (BIN_IVF_FLAT lists in hash_rerank mode)."""
+    rerank_factor: _builtins.int
+    """top_k x this many candidates are re-scored exactly with the stored float vectors."""
+    route_top_n: _builtins.int
+    """Categories a routed search scans."""
     @_builtins.property
     def vector(self) -> Global___Embedding:
         """A raw descriptor of the collection's dimension (normalised by the server)."""
@@ -258,23 +276,48 @@ class SearchRequest(_message.Message):
         min_score: _builtins.float | None = ...,
         qe_n: _builtins.int | None = ...,
         verify: _builtins.bool | None = ...,
+        mode: _builtins.str | None = ...,
+        ef: _builtins.int | None = ...,
+        nprobe: _builtins.int | None = ...,
+        rerank_factor: _builtins.int | None = ...,
+        route_top_n: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "_qe_n", b"_qe_n", "_verify", b"_verify", "id", b"id", "image", b"image", "min_score", b"min_score", "qe_n", b"qe_n", "query", b"query", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ef", b"_ef", "_min_score", b"_min_score", "_mode", b"_mode", "_nprobe", b"_nprobe", "_qe_n", b"_qe_n", "_rerank_factor", b"_rerank_factor", "_route_top_n", b"_route_top_n", "_verify", b"_verify", "ef", b"ef", "id", b"id", "image", b"image", "min_score", b"min_score", "mode", b"mode", "nprobe", b"nprobe", "qe_n", b"qe_n", "query", b"query", "rerank_factor", b"rerank_factor", "route_top_n", b"route_top_n", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "_qe_n", b"_qe_n", "_verify", b"_verify", "filter", b"filter", "id", b"id", "ids_only", b"ids_only", "image", b"image", "include_thumbnails", b"include_thumbnails", "min_score", b"min_score", "qe_n", b"qe_n", "query", b"query", "top_k", b"top_k", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ef", b"_ef", "_min_score", b"_min_score", "_mode", b"_mode", "_nprobe", b"_nprobe", "_qe_n", b"_qe_n", "_rerank_factor", b"_rerank_factor", "_route_top_n", b"_route_top_n", "_verify", b"_verify", "ef", b"ef", "filter", b"filter", "id", b"id", "ids_only", b"ids_only", "image", b"image", "include_thumbnails", b"include_thumbnails", "min_score", b"min_score", "mode", b"mode", "nprobe", b"nprobe", "qe_n", b"qe_n", "query", b"query", "rerank_factor", b"rerank_factor", "route_top_n", b"route_top_n", "top_k", b"top_k", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ef: _TypeAlias = _typing.Literal["ef"]  # noqa: Y015
+    _WhichOneofArgType__ef: _TypeAlias = _typing.Literal["_ef", b"_ef"]  # noqa: Y015
     _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
     _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
+    _WhichOneofReturnType__mode: _TypeAlias = _typing.Literal["mode"]  # noqa: Y015
+    _WhichOneofArgType__mode: _TypeAlias = _typing.Literal["_mode", b"_mode"]  # noqa: Y015
+    _WhichOneofReturnType__nprobe: _TypeAlias = _typing.Literal["nprobe"]  # noqa: Y015
+    _WhichOneofArgType__nprobe: _TypeAlias = _typing.Literal["_nprobe", b"_nprobe"]  # noqa: Y015
     _WhichOneofReturnType__qe_n: _TypeAlias = _typing.Literal["qe_n"]  # noqa: Y015
     _WhichOneofArgType__qe_n: _TypeAlias = _typing.Literal["_qe_n", b"_qe_n"]  # noqa: Y015
+    _WhichOneofReturnType__rerank_factor: _TypeAlias = _typing.Literal["rerank_factor"]  # noqa: Y015
+    _WhichOneofArgType__rerank_factor: _TypeAlias = _typing.Literal["_rerank_factor", b"_rerank_factor"]  # noqa: Y015
+    _WhichOneofReturnType__route_top_n: _TypeAlias = _typing.Literal["route_top_n"]  # noqa: Y015
+    _WhichOneofArgType__route_top_n: _TypeAlias = _typing.Literal["_route_top_n", b"_route_top_n"]  # noqa: Y015
     _WhichOneofReturnType__verify: _TypeAlias = _typing.Literal["verify"]  # noqa: Y015
     _WhichOneofArgType__verify: _TypeAlias = _typing.Literal["_verify", b"_verify"]  # noqa: Y015
     _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["image", "id", "vector"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ef) -> _WhichOneofReturnType__ef | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__min_score) -> _WhichOneofReturnType__min_score | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mode) -> _WhichOneofReturnType__mode | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__nprobe) -> _WhichOneofReturnType__nprobe | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__qe_n) -> _WhichOneofReturnType__qe_n | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rerank_factor) -> _WhichOneofReturnType__rerank_factor | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__route_top_n) -> _WhichOneofReturnType__route_top_n | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__verify) -> _WhichOneofReturnType__verify | None: ...
     @_typing.overload
