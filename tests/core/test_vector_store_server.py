@@ -131,7 +131,7 @@ def test_hash_rerank_returns_the_exact_top1_of_near_copies(
 
 def test_codes_follow_inserts_and_deletes(server_client: Any, milvus_server: MilvusServer) -> None:
     # Strong: a search must see this process's delete at once (Session does not on 2.3).
-    store, x, labels = build(server_client, milvus_server, "hash_writes", consistency="Strong")
+    store, x, _labels = build(server_client, milvus_server, "hash_writes", consistency="Strong")
     store.build_codes(learn_itq(x, 64, seed=0))
     extra = near_copies(x, np.array([5]), seed=9)
     store.insert(records(extra, ["class00"], first_id=10_000))
@@ -181,11 +181,12 @@ def test_routed_needs_partitions_and_hash_needs_a_server(
 def test_range_search_and_filters_on_the_server(
     server_client: Any, milvus_server: MilvusServer
 ) -> None:
-    store, x, labels = build(server_client, milvus_server, "filters", index_type="HNSW")
+    store, x, _labels = build(server_client, milvus_server, "filters", index_type="HNSW")
     query = x[:1]
     exact = x @ query[0]
     bounded = store.search_ids(query, top_k=1000, min_score=0.5)[0]
-    assert bounded and all(h.score > 0.5 for h in bounded)
+    assert bounded
+    assert all(h.score > 0.5 for h in bounded)
     assert len(bounded) == int((exact > 0.5).sum())
     filtered = store.search(
         query, top_k=50,
@@ -194,5 +195,6 @@ def test_range_search_and_filters_on_the_server(
     )[0]
     assert filtered
     for hit in filtered:
-        assert hit.image.label == "class00" and "even" in hit.image.tags
+        assert hit.image.label == "class00"
+        assert "even" in hit.image.tags
         assert hit.image.ingested_at >= 1_700_000_010

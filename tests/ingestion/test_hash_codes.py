@@ -49,7 +49,7 @@ def test_hash_needs_a_server_and_its_artefact(client: Any, tmp_path: Path) -> No
     store.insert(records(x[:300], labels[:300]))
     with pytest.raises(ConfigError, match="Milvus Lite cannot build binary"):
         hash_collection(store, blobs, 64)
-    with pytest.raises(ConfigError, match="has no 'models/hashing/itq64-missing.npz'"):
+    with pytest.raises(ConfigError, match=r"has no 'models/hashing/itq64-missing\.npz'"):
         load_hash(blobs, "itq64-missing")
     blobs.put(hash_key("itq64-bad"), b"not an npz", "application/octet-stream")
     with pytest.raises(ConfigError, match="is not a hash artefact"):

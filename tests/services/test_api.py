@@ -137,7 +137,8 @@ def test_search_parameters_per_query_reach_the_store(served: Served) -> None:
     results = served.client.batch_search([SearchQuery(image=image, mode="fastest"),
                                           SearchQuery(image=image, top_k=2)])
     assert results[0].error_code == "INVALID_ARGUMENT"
-    assert results[1].response is not None and len(results[1].response.hits) == 2
+    assert results[1].response is not None
+    assert len(results[1].response.hits) == 2
 
 
 def test_search_response_reports_model_time(served: Served) -> None:
