@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hashing.add_argument("--bits", type=int, choices=(64, 128, 256), default=128)
     hashing.add_argument("--samples", type=int, default=100_000,
-                         help="descriptors ITQ is learned on (a uniform sample)")
+                         help="descriptors ITQ is learned on (evenly spread over the collection)")
     hashing.add_argument("--collection", help="collection name (default: settings)")
     hashing.set_defaults(func=cmd_hash)
 

@@ -123,6 +123,7 @@ class Layout:
     index_type: str
     index_params: dict[str, Any]
     partitioned: bool
+    raw: bool
     hash: HashInfo | None
     spec: dict[str, Any]
     read_at: float
@@ -503,7 +504,7 @@ class MilvusVectorStore:
         if not records:
             return
         layout = self.layout()
-        with_raw = self.has_raw()
+        with_raw = layout.raw
         vectors = np.asarray([r.embedding for r in records], dtype=np.float32)
         ids = [r.meta.id for r in records]
         if layout.hash is not None:
@@ -786,6 +787,7 @@ class MilvusVectorStore:
         return Layout(
             physical=physical, index_type=index_type, index_params=params,
             partitioned=any(f.get("name") == CATEGORY_FIELD for f in description.get("fields", [])),
+            raw=_has_raw(description),
             hash=HashInfo.from_json(recorded) if recorded else None,
             spec=dict(json.loads(properties[SPEC_PROPERTY])) if SPEC_PROPERTY in properties else {},
             read_at=time.monotonic(),
@@ -925,7 +927,7 @@ class MilvusVectorStore:
 
     def has_raw(self) -> bool:
         """Whether the collection keeps raw descriptors (it was created with DBA)."""
-        return _has_raw(self._call("describe_collection", self.name))
+        return self.layout().raw
 
     def dba_params(self) -> DbaParams | None:
         """The DBA parameters recorded with the collection; None when it was created without."""
@@ -992,7 +994,7 @@ class MilvusVectorStore:
         if len(ids) != len(vectors):
             raise InvalidArgument(f"{len(ids)} ids but {len(vectors)} vectors")
         layout = self.layout()
-        with_raw = self.has_raw()
+        with_raw = layout.raw
         extra = [*([RAW_FIELD] if with_raw else []), *([CATEGORY_FIELD] if layout.partitioned else [])]
         by_id = {int(i): np.asarray(v, dtype=np.float32) for i, v in zip(ids, vectors, strict=True)}
         rows = []
@@ -1098,6 +1100,7 @@ class MilvusVectorStore:
             raise InvalidArgument(f"{physical!r} is not a version of collection {self.name!r}")
         self._call("load_collection", physical)
         self._call("alter_alias", physical, self.name)
+        self.layout(refresh=True)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:

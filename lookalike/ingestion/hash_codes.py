@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from numpy.typing import NDArray
-
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError
 from lookalike.core.vector_index import check_supported
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import HashingError, ItqHash, learn_itq
-from lookalike.ingestion.artefacts import load_artefact
+from lookalike.ingestion.artefacts import load_artefact, sample_vectors
 
 HASHING_PREFIX = "models/hashing"
 MAX_SAMPLES = 100_000
@@ -53,36 +50,16 @@ def attach_hash(store: MilvusVectorStore, blobs: BlobStore) -> None:
         store.use_encoder(load_hash(blobs, info.encoder_id))
 
 
-def sample_descriptors(
-    store: MilvusVectorStore, max_samples: int, seed: int = 0
-) -> NDArray[np.float32]:
-    """Up to `max_samples` stored descriptors, a uniform sample (reservoir) of the collection."""
-    rng = np.random.default_rng(seed)
-    kept: NDArray[np.float32] | None = None
-    seen = 0
-    for _, (vectors,) in store.iter_vectors(("embedding",), BATCH_SIZE):
-        if kept is None:
-            kept = np.empty((max_samples, vectors.shape[1]), dtype=np.float32)
-        for vector in vectors:
-            if seen < max_samples:
-                kept[seen] = vector
-            else:
-                slot = int(rng.integers(0, seen + 1))
-                if slot < max_samples:
-                    kept[slot] = vector
-            seen += 1
-    if kept is None:
-        raise ConfigError(f"collection {store.name!r} is empty: ingest images before hashing")
-    return kept[:min(seen, max_samples)]
-
-
 def hash_collection(
     store: MilvusVectorStore, blobs: BlobStore, bits: int, *, max_samples: int = MAX_SAMPLES,
     iterations: int = 50, seed: int = 0,
 ) -> HashResult:
-    """Learn ITQ with `bits` bits on the collection, store it, and write every image's code."""
+    """Learn ITQ with `bits` bits on up to `max_samples` of the collection's descriptors (evenly
+    spread), store it, and write every image's code; `seed` starts ITQ's rotation."""
     check_supported(store.settings, "binary hash codes (BINARY_VECTOR)")
-    sample = sample_descriptors(store, max_samples, seed)
+    sample = sample_vectors(store, "embedding", max_samples, BATCH_SIZE)
+    if not len(sample):
+        raise ConfigError(f"collection {store.name!r} is empty: ingest images before hashing")
     try:
         itq = learn_itq(sample, bits, iterations=iterations, seed=seed)
     except HashingError as exc:

@@ -10,7 +10,6 @@ the old collection while this runs are not copied: run it while nothing ingests.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +20,7 @@ from lookalike.core.errors import ConfigError
 from lookalike.core.schemas import ImageRecord
 from lookalike.core.vector_store import MilvusVectorStore, VectorField
 from lookalike.embedder.whitening import PCAWhitening, WhiteningError, learn_pca_whitening
-from lookalike.ingestion.artefacts import load_artefact
+from lookalike.ingestion.artefacts import load_artefact, sample_vectors
 from lookalike.ingestion.dba import apply_dba_all
 from lookalike.ingestion.reindex import serve_version
 
@@ -62,13 +61,7 @@ def sample_raw(
     store: MilvusVectorStore, max_samples: int = MAX_SAMPLES, batch_size: int = BATCH_SIZE
 ) -> NDArray[np.float32]:
     """Up to `max_samples` raw descriptors, evenly spread over the collection in id order."""
-    step = max(1, math.ceil(store.count() / max(max_samples, 1)))
-    parts: list[NDArray[np.float32]] = []
-    seen = 0
-    for _, (vectors,) in store.iter_vectors((_raw_field(store),), batch_size):
-        parts.append(vectors[(np.arange(seen, seen + len(vectors)) % step) == 0])
-        seen += len(vectors)
-    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    return sample_vectors(store, _raw_field(store), max_samples, batch_size)
 
 
 def whiten_collection(
