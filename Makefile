@@ -11,8 +11,10 @@ DATASETS ?= ../shared/datasets
 GRPC_HOST ?= 127.0.0.1
 GRPC_PORT ?= 50051
 UI_PORT ?= 8501
+# The UI's ingest and evaluation jobs may read the user's home, the data dir and the datasets.
 RUN_ENV = LOOKALIKE_SERVER__HOST=$(GRPC_HOST) LOOKALIKE_SERVER__PORT=$(GRPC_PORT) \
-  LOOKALIKE_CLIENT__ADDRESS=$(GRPC_HOST):$(GRPC_PORT)
+  LOOKALIKE_CLIENT__ADDRESS=$(GRPC_HOST):$(GRPC_PORT) \
+  LOOKALIKE_SERVER__JOB_ROOTS='["$(HOME)","$(CURDIR)/data","$(abspath $(DATASETS))"]'
 GEN := lookalike/services/gen
 HELM := $(BIN)/helm
 CHART := helm/lookalike

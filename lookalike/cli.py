@@ -43,13 +43,12 @@ def _print_report(report: IngestReport, report_path: Path | None) -> None:
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     """Ingest a folder, s3://bucket/prefix, tar shard(s) or list file of paths/URLs."""
-    import time
-
     from lookalike.compose import collection_embedder_from, dba_from
-    from lookalike.ingestion.dba import apply_dba, dba_for, ids_ingested_since
+    from lookalike.ingestion.dba import dba_for
     from lookalike.ingestion.demo import write_demo_images
     from lookalike.ingestion.metrics import IngestMetrics
-    from lookalike.ingestion.sources import LIST_SUFFIXES, open_source
+    from lookalike.ingestion.run import count_when_cheap, ingest_items
+    from lookalike.ingestion.sources import open_source
 
     source = str(write_demo_images(settings.data_dir / "demo")) if args.demo else args.path
     # Stores first: one that cannot be reached fails the command before any work starts.
@@ -58,27 +57,24 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     embedder = collection_embedder_from(settings, blobs, args.collection)
     store = store_from(settings, embedder, args.collection)
     dba = dba_for(store, dba_from(settings))
-    total: int | None = None
-    if Path(source).is_dir() or Path(source).suffix.lower() in LIST_SUFFIXES:
-        listed = list(items)  # folders and lists are cheap to count, which gives the bar an ETA
-        total, items = len(listed), iter(listed)
+    total, items = count_when_cheap(source, items)
     print(f"ingesting {'' if total is None else f'{total} images '}from {source} into "
           f"{store.name!r} ({embedder.spec.backbone}, {embedder.device})")
-    started = int(time.time())
     with IngestMetrics() as metrics:
         if settings.ingest.metrics_port:
             metrics.serve(settings.ingest.metrics_host, settings.ingest.metrics_port)
-        report = pipeline_from(settings, embedder, store, blobs, metrics).run(
-            items, total=total, progress=not args.no_progress
+        outcome = ingest_items(
+            pipeline_from(settings, embedder, store, blobs, metrics), store, items,
+            total=total, dba=dba, progress=not args.no_progress,
         )
+    report = outcome.report
     _print_report(report, Path(args.report) if args.report else None)
     print("stage seconds (busy): " + ", ".join(
         f"{stage} {seconds:.1f}" for stage, seconds in report.stage_seconds.items()
     ) + (f"; {report.retries} write retries" if report.retries else ""))
-    if dba is not None and report.added:
-        # The pipeline stamps ingested_at with the wall clock: rows stamped since the start are new.
-        updated = apply_dba(store, ids_ingested_since(store, started), dba.k, dba.alpha)
-        print(f"DBA (k={dba.k}, alpha={dba.alpha}): {updated} embeddings recomputed")
+    if outcome.dba is not None and report.added:
+        print(f"DBA (k={outcome.dba.k}, alpha={outcome.dba.alpha}): {outcome.dba_updated} "
+              "embeddings recomputed")
     return EXIT_SOME_FILES_FAILED if report.failed else EXIT_OK
 
 
@@ -240,6 +236,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
     from lookalike.compose import collection_embedder_from, query_embedder_from, store_for_spec
+    from lookalike.server_jobs import job_runners_from
 
     blobs = blobs_from(settings)
     # A remote EmbedService whitens as its own collection says; the spec check catches a mismatch.
@@ -248,11 +245,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     store = store_for_spec(settings, embedder.spec)
     engine = engine_from(settings, embedder, store, blobs)
     running = start_server(engine, server_settings, thumbnail_px=settings.ingest.thumbnail_px,
-                           max_pixels=settings.model.max_pixels)
+                           max_pixels=settings.model.max_pixels,
+                           jobs=job_runners_from(settings, embedder, store, blobs))
     where = (f"remote EmbedService {settings.embed_service.address}"
              if settings.embed_service.address else "in process")
     extras = [("TLS" if running.tls else "plaintext"),
-              ("token auth" if server_settings.tokens else "no auth")]
+              ("token auth" if server_settings.tokens else "no auth"),
+              (f"jobs read {', '.join(server_settings.job_roots)}" if server_settings.job_roots
+               else "no job roots")]
     if running.metrics_port:
         extras.append(f"metrics on http://{server_settings.metrics_host}:{running.metrics_port}/metrics")
     print(f"gRPC server on {server_settings.host}:{running.port} "
@@ -311,21 +311,14 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     dataset = load_dataset(Path(args.dataset))
     if args.e2e:
         return _eval_end_to_end(settings, args, dataset)
-    from lookalike.compose import local_features_from
     from lookalike.evaluation.configs import ablation, preset
-    from lookalike.evaluation.suite import EvalEnv, iter_evaluate
+    from lookalike.evaluation.suite import iter_evaluate
+    from lookalike.server_jobs import eval_env_from
 
     configs = (ablation(dataset.kind) if args.ablation
                else [preset(name, dataset.kind) for name in args.config])
-    r = settings.retrieval
-    env = EvalEnv(
-        cache_dir=settings.cache_dir, milvus=settings.milvus,
-        local=local_features_from(r),
-        min_inliers=r.min_inliers, batch_size=settings.model.batch_size,
-        threads=settings.model.threads, decode_px=settings.model.decode_px,
-        max_pixels=settings.model.max_pixels, ann=not args.no_ann,
-        latency_queries=args.latency, progress=not args.no_progress,
-    )
+    env = eval_env_from(settings, ann=not args.no_ann, latency_queries=args.latency,
+                        progress=not args.no_progress)
     results = []
     for result in iter_evaluate(dataset, configs, env):
         results.append(result)
@@ -504,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(func=cmd_health)
 
     evaluate = sub.add_parser("eval", help="evaluate retrieval on a labelled dataset")
-    evaluate.add_argument("dataset", help="dataset folder (labels.json or groundtruth.json)")
+    evaluate.add_argument("dataset", help="dataset folder: labels.json, groundtruth.json or "
+                               "<class>/<image> folders")
     evaluate.add_argument("--json", action="store_true",
                           help="print one JSON object per configuration")
     evaluate.add_argument("--config", nargs="+", default=["baseline"],

@@ -141,6 +141,12 @@ class ServerSettings(_Section):
     metrics_port: int = Field(0, ge=0, le=65535, description="0: no Prometheus /metrics endpoint.")
     metrics_host: str = "127.0.0.1"
     health_interval_s: float = Field(5.0, gt=0, description="How often the stores are pinged.")
+    job_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders and s3://bucket/prefix roots that JobService may read (ingest and "
+        "evaluation jobs started from the API or the UI); a source must resolve to inside one. "
+        "Empty: JobService refuses jobs (FAILED_PRECONDITION naming LOOKALIKE_SERVER__JOB_ROOTS).",
+    )
 
 
 class ClientSettings(_Section):

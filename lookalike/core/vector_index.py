@@ -8,17 +8,29 @@ here, never a silent fallback to another index.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
+
+from pydantic import ValidationError
 
 from lookalike.core.errors import ConfigError, InvalidArgument
-from lookalike.core.settings import MilvusSettings, SearchMode
+from lookalike.core.settings import IndexType, MilvusSettings, SearchMode
 
 SEARCH_MODES: tuple[SearchMode, ...] = ("ann", "hash_rerank", "routed")
 LITE_INDEXES = ("FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8")
 # Lossy indexes: their scores are approximations, so candidates are re-scored exactly by default.
 _LOSSY = ("IVF_PQ", "IVF_SQ8")
 MAX_RERANK_FACTOR = 100
+INDEX_TYPES: tuple[IndexType, ...] = get_args(IndexType)
+# The build parameters of each float index, by Milvus name, and the setting each one overrides.
+BUILD_PARAMS: dict[str, dict[str, str]] = {
+    "FLAT": {},
+    "HNSW": {"M": "hnsw_m", "efConstruction": "hnsw_ef_construction"},
+    "IVF_FLAT": {"nlist": "ivf_nlist"},
+    "IVF_SQ8": {"nlist": "ivf_nlist"},
+    "IVF_PQ": {"nlist": "ivf_nlist", "m": "pq_m", "nbits": "pq_nbits"},
+}
 
 
 def is_lite(settings: MilvusSettings) -> bool:
@@ -63,6 +75,46 @@ def index_params(settings: MilvusSettings, dim: int) -> tuple[str, dict[str, int
     raise ConfigError(f"unknown index type {settings.index_type!r}")
 
 
+def rebuild_params(
+    settings: MilvusSettings, dim: int, index_type: str, params: Mapping[str, str]
+) -> tuple[str, dict[str, int]]:
+    """The float index an operator asks for: `index_type` (empty: the settings') with `params`
+    (Milvus names, decimal values) over the settings' build parameters.
+
+    InvalidArgument for an unknown type, a parameter the type does not take or a value out of
+    the settings' range; ConfigError where the store cannot build it (IVF_PQ on Milvus Lite).
+    """
+    kind = index_type.strip().upper() or settings.index_type
+    if kind not in BUILD_PARAMS:
+        raise InvalidArgument(
+            f"unknown index type {index_type!r}; known: {', '.join(INDEX_TYPES)}"
+        )
+    takes = BUILD_PARAMS[kind]
+    unknown = sorted(set(params) - set(takes))
+    if unknown:
+        raise InvalidArgument(
+            f"{kind} takes no parameter {', '.join(unknown)}; it takes: "
+            f"{', '.join(takes) or 'none'}"
+        )
+    updates: dict[str, Any] = {"index_type": kind}
+    for name, value in params.items():
+        try:
+            updates[takes[name]] = int(value.strip())
+        except ValueError:
+            raise InvalidArgument(f"{kind} parameter {name} must be an integer, got {value!r}") from None
+    try:
+        wanted = MilvusSettings.model_validate(settings.model_dump() | updates)
+    except ValidationError as exc:
+        by_setting = {setting: name for name, setting in takes.items()}
+        problems = "; ".join(
+            f"{by_setting.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidArgument(f"{kind} parameters refused: {problems}") from None
+    if kind == "IVF_PQ" and "m" in params and wanted.pq_m and dim % wanted.pq_m:
+        raise InvalidArgument(f"IVF_PQ m must divide the dimension {dim}, got {wanted.pq_m}")
+    return index_params(wanted, dim)
+
+
 @dataclass(frozen=True, slots=True)
 class SearchParams:
     """Per-query overrides of the settings' search parameters; None keeps the setting.
@@ -103,14 +155,18 @@ class ResolvedSearch:
     hash_nprobe: int
 
 
-def resolve(settings: MilvusSettings, params: SearchParams | None) -> ResolvedSearch:
+def resolve(
+    settings: MilvusSettings, params: SearchParams | None, index_type: str | None = None
+) -> ResolvedSearch:
     """The settings overlaid with the query's overrides; rerank_factor 0 in the settings means
-    10 for hash codes, 4 for lossy float indexes, else none."""
+    10 for hash codes, 4 for lossy float indexes, else none. `index_type` is the index the
+    collection has (None: the settings'), which differs from the settings' after a rebuild."""
     p = params or SearchParams()
     mode = p.mode or settings.search_mode
     factor = p.rerank_factor or settings.rerank_factor
     if not factor:
-        factor = 10 if mode == "hash_rerank" else 4 if settings.index_type in _LOSSY else 1
+        lossy = (index_type or settings.index_type) in _LOSSY
+        factor = 10 if mode == "hash_rerank" else 4 if lossy else 1
     return ResolvedSearch(
         mode=mode,
         ef=p.ef or settings.search_ef,

@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -40,6 +40,7 @@ from lookalike.core.errors import (
     ModelSpecMismatch,
     StoreUnavailable,
 )
+from lookalike.core.filters import quote
 from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId, SearchHit
 from lookalike.core.settings import MilvusSettings
 from lookalike.core.vector_index import (
@@ -49,6 +50,7 @@ from lookalike.core.vector_index import (
     check_supported,
     float_search_params,
     index_params,
+    rebuild_params,
     resolve,
 )
 
@@ -56,12 +58,17 @@ SPEC_PROPERTY = "lookalike.model_spec"
 DBA_PROPERTY = "lookalike.dba"
 HASH_PROPERTY = "lookalike.hash"
 PARTITION_PROPERTY = "lookalike.partition_by"
+# The float index a rebuild asked for: Milvus Lite reports no build parameters of its own.
+INDEX_PROPERTY = "lookalike.index"
 CATEGORY_FIELD = "category"
 # How long a store trusts what it read about its live collection (alias target, index, codes)
 # before reading it again: an alias swap by a re-index is seen within this time.
 LAYOUT_TTL_S = 5.0
 RAW_FIELD = "raw"
 MAX_TOP_K = 16384
+# Label counts find and count(*) up to this many distinct labels one by one; beyond, they read
+# the label field of the remaining rows.
+MAX_PROBED_LABELS = 64
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
 VectorField = Literal["embedding", "raw"]
 META_FIELDS = (
@@ -195,6 +202,19 @@ class VectorStore(Protocol):
         """Ids of stored images that match a filter expression (at most `limit`)."""
         ...
 
+    def page(self, filter_expr: str, offset: int, limit: int) -> list[ImageMeta]:
+        """Stored images matching `filter_expr` ("" for all) in id order, `limit` of them after
+        the first `offset`; offset + limit is at most MAX_TOP_K."""
+        ...
+
+    def count_matching(self, filter_expr: str) -> int:
+        """How many stored images match `filter_expr` ("" for all)."""
+        ...
+
+    def label_counts(self, filter_expr: str = "") -> dict[str, int]:
+        """Images per label ("" for unlabelled) among those matching `filter_expr`."""
+        ...
+
     def delete(self, ids: Sequence[int]) -> int:
         """Remove the vectors of `ids` (blobs are the caller's); how many were stored."""
         ...
@@ -237,6 +257,42 @@ def check_collection_name(name: str) -> str:
     return name
 
 
+def collection_spec(client: Any, collection: str) -> dict[str, Any]:
+    """The model spec stored with a physical collection; {} for one Lookalike did not create."""
+    properties = client.describe_collection(collection).get("properties", {})
+    raw = properties.get(SPEC_PROPERTY)
+    return dict(json.loads(raw)) if raw else {}
+
+
+def read_index(
+    client: Any, collection: str, settings: MilvusSettings, dim: int
+) -> tuple[str, dict[str, Any]]:
+    """The float index of a physical collection and its build parameters.
+
+    Milvus Lite reports no build parameters: they are then those a rebuild recorded with the
+    collection, or else the settings' (which built it) where the index type is theirs.
+    """
+    index = dict(client.describe_index(collection, "embedding") or {})
+    index_type = str(index.pop("index_type", "FLAT"))
+    params = {k: v for k, v in index.items() if k not in _INDEX_INFO_KEYS}
+    if params:
+        return index_type, params
+    recorded = client.describe_collection(collection).get("properties", {}).get(INDEX_PROPERTY)
+    if recorded and json.loads(recorded).get("index_type") == index_type:
+        return index_type, {k: str(v) for k, v in json.loads(recorded)["params"].items()}
+    if index_type == settings.index_type:
+        return index_type, {k: str(v) for k, v in index_params(settings, dim)[1].items()}
+    return index_type, {}
+
+
+def embedding_dim(description: Mapping[str, Any]) -> int:
+    """The dimension of the `embedding` field in a collection's description (0: none)."""
+    for f in description.get("fields", []):
+        if f.get("name") == "embedding":
+            return int(f.get("params", {}).get("dim", 0))
+    return 0
+
+
 def live_collection_spec(client: Any, name: str) -> dict[str, Any] | None:
     """The model spec of the collection the alias `name` serves; None when there is none."""
     check_collection_name(name)
@@ -273,6 +329,14 @@ _INDEX_INFO_KEYS = frozenset({
     "metric_type", "field_name", "index_name", "total_rows", "indexed_rows",
     "pending_index_rows", "state",
 })
+
+
+def _number(value: Any) -> Any:
+    """A build parameter as Milvus Lite reports or we recorded it ("16") back as a number."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def _category(label: str) -> str:
@@ -352,6 +416,12 @@ class MilvusVectorStore:
         """The Milvus settings this store searches with."""
         return self._settings
 
+    @property
+    def client(self) -> Any:
+        """The MilvusClient this store talks through (for operator actions on other
+        collections of the same Milvus)."""
+        return self._client
+
     @classmethod
     def open(
         cls,
@@ -428,9 +498,7 @@ class MilvusVectorStore:
 
     @staticmethod
     def _stored_spec(client: Any, collection: str) -> dict[str, Any]:
-        properties = client.describe_collection(collection).get("properties", {})
-        raw = properties.get(SPEC_PROPERTY)
-        return dict(json.loads(raw)) if raw else {}
+        return collection_spec(client, collection)
 
     @staticmethod
     def _create(
@@ -469,7 +537,9 @@ class MilvusVectorStore:
             field_name="embedding", index_type=index_type, metric_type="IP", params=params
         )
         properties = {SPEC_PROPERTY: json.dumps(dict(spec), sort_keys=True),
-                      PARTITION_PROPERTY: settings.partition_by}
+                      PARTITION_PROPERTY: settings.partition_by,
+                      INDEX_PROPERTY: json.dumps({"index_type": index_type, "params": params},
+                                                 sort_keys=True)}
         if dba is not None:
             schema.add_field(RAW_FIELD, DataType.FLOAT_VECTOR, dim=dim)
             # Exact neighbours: DBA must not depend on what an approximate index happens to find.
@@ -590,8 +660,8 @@ class MilvusVectorStore:
         if vectors.ndim != 2 or len(vectors) == 0:
             raise InvalidArgument(f"expected an N x D array of query vectors, got {vectors.shape}")
         queries = np.asarray(vectors, dtype=np.float32)
-        search = resolve(self._settings, params)
         layout = self.layout()
+        search = resolve(self._settings, params, layout.index_type)
         clauses = [f"({filter_expr})"] if filter_expr.strip() else []
         if exclude_ids:
             clauses.append(f"id not in {[int(i) for i in exclude_ids]}")
@@ -728,6 +798,68 @@ class MilvusVectorStore:
             raise StoreUnavailable(f"query in {self.name!r} failed: {exc}") from exc
         return [int(row["id"]) for row in rows]
 
+    def page(self, filter_expr: str, offset: int, limit: int) -> list[ImageMeta]:
+        """Stored images matching `filter_expr` in id order: `limit` after the first `offset`.
+
+        A plain query with offset and limit comes back in id order from a Milvus server but in
+        no set order from Milvus Lite, so its pages would overlap and miss rows. The query
+        iterator pages by primary key on both: ids are read through it up to offset + limit,
+        then the page's metadata by id.
+        """
+        if offset < 0 or limit < 1:
+            raise InvalidArgument(f"offset must be >= 0 and limit >= 1, got {offset} and {limit}")
+        if offset + limit > MAX_TOP_K:
+            raise InvalidArgument(
+                f"offset + limit must be at most {MAX_TOP_K}, got {offset + limit}: "
+                "narrow the listing with a filter instead"
+            )
+        end = offset + limit
+        ids: list[int] = []
+        with contextlib.closing(self._iterate(["id"], filter_expr, end)) as batches:
+            for rows in batches:
+                ids.extend(int(row["id"]) for row in rows)
+                if len(ids) >= end:
+                    break
+        wanted = sorted(ids)[offset:end]
+        return [m for m in self.get(wanted) if m is not None]
+
+    def count_matching(self, filter_expr: str) -> int:
+        return int(self._query(filter_expr, ["count(*)"])[0]["count(*)"])
+
+    def label_counts(self, filter_expr: str = "") -> dict[str, int]:
+        """Images per label among those matching `filter_expr`, without reading every row
+        where labels are few: each distinct label is found by a one-row query and counted with
+        count(*); past MAX_PROBED_LABELS of them, the rest are counted from their label field."""
+        scope = [f"({filter_expr})"] if filter_expr.strip() else []
+        counts: dict[str, int] = {}
+        while True:
+            others = scope + ([f"label not in [{', '.join(quote(x) for x in counts)}]"]
+                              if counts else [])
+            if len(counts) >= MAX_PROBED_LABELS:
+                for rows in self._iterate(["label"], " and ".join(others), 4096):
+                    for row in rows:
+                        counts[str(row["label"])] = counts.get(str(row["label"]), 0) + 1
+                break
+            found = self._query(" and ".join(others), ["label"], limit=1)
+            if not found:
+                break
+            label = str(found[0]["label"])
+            counts[label] = self.count_matching(" and ".join([*scope, f"label == {quote(label)}"]))
+        # A label whose images were deleted between the two queries counts none.
+        return {label: n for label, n in counts.items() if n}
+
+    def _query(self, filter_expr: str, fields: list[str], **kwargs: Any) -> list[Mapping[str, Any]]:
+        """Rows of a query, with a refusal blamed on the filter where there is one."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return list(self._client.query(self.name, filter=filter_expr, output_fields=fields,
+                                           **kwargs))
+        except MilvusException as exc:
+            raise _refused(exc.message, filter_expr, f"query in {self.name!r}") from exc
+        except Exception as exc:
+            raise StoreUnavailable(f"query in {self.name!r} failed: {exc}") from exc
+
     def delete(self, ids: Sequence[int]) -> int:
         """Delete vectors, then their codes; take them out of their categories' means."""
         layout = self.layout()
@@ -774,13 +906,11 @@ class MilvusVectorStore:
         physical = self.live_collection()
         description = self._call("describe_collection", physical)
         properties = description.get("properties", {})
-        index = dict(self._call("describe_index", physical, "embedding") or {})
-        index_type = str(index.pop("index_type", "FLAT"))
-        params = {k: v for k, v in index.items() if k not in _INDEX_INFO_KEYS}
-        if not params and index_type == self._settings.index_type:
-            # Milvus Lite reports no build parameters: they are the settings it was built with.
-            params = {k: str(v) for k, v in index_params(self._settings, self._dim_of(physical))[1]
-                      .items()}
+        try:
+            index_type, params = read_index(self._client, physical, self._settings,
+                                            embedding_dim(description))
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read the index of {physical!r}: {exc}") from exc
         codes = companions.codes_name(physical)
         recorded = (self._call("describe_collection", codes).get("properties", {}).get(HASH_PROPERTY)
                     if self._call("has_collection", codes) else None)
@@ -803,15 +933,63 @@ class MilvusVectorStore:
         deadline = time.monotonic() + timeout_s
         for collection, field in wanted:
             self._call("flush", collection)
-            while True:
-                index = self._call("describe_index", collection, field) or {}
-                if index.get("state") == "Finished" and not int(index.get("pending_index_rows", 0)):
-                    break
-                if time.monotonic() > deadline:
-                    raise StoreUnavailable(
-                        f"the index of {collection!r} was not built within {timeout_s:.0f} s: {index}"
-                    )
-                time.sleep(0.5)
+            self._wait_indexed(collection, field, deadline)
+
+    def _wait_indexed(self, collection: str, field: str, deadline: float) -> None:
+        """Wait until the index on `field` covers every row, until `deadline` (monotonic)."""
+        while True:
+            index = self._call("describe_index", collection, field) or {}
+            if index.get("state") == "Finished" and not int(index.get("pending_index_rows", 0)):
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"the index of {collection!r} was not built in time: {index}")
+            time.sleep(0.5)
+
+    def rebuild_index(
+        self, index_type: str = "", params: Mapping[str, str] | None = None,
+        timeout_s: float = 600.0,
+    ) -> Layout:
+        """Build the live collection's float index afresh: `index_type` (empty: the settings')
+        with `params` (Milvus names: M, efConstruction, nlist, m, nbits) over the settings'.
+
+        Flush, release, drop the index, create the new one, wait for it (at most `timeout_s`),
+        load: searches fail in between. Where the new index is not built in time the old one
+        is built again, in the background. Returns the layout read afterwards (searches use
+        its index type and parameters from then on).
+        """
+        physical = self.live_collection()
+        kind, build = rebuild_params(self._settings, self._dim_of(physical), index_type,
+                                     params or {})
+        before = self.layout(refresh=True)
+        self._call("flush", physical)
+        self._call("release_collection", physical)
+        try:
+            self._build_index(physical, kind, build)
+            self._wait_indexed(physical, "embedding", time.monotonic() + timeout_s)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._build_index(physical, before.index_type,
+                                  {k: _number(v) for k, v in before.index_params.items()})
+            with contextlib.suppress(Exception):
+                self._client.load_collection(physical)
+            self.layout(refresh=True)
+            raise
+        self._call("load_collection", physical)
+        return self.layout(refresh=True)
+
+    def _build_index(self, physical: str, kind: str, build: Mapping[str, Any]) -> None:
+        """Replace the (released) collection's float index with `kind` built with `build`; the
+        build runs in the background (pymilvus would otherwise wait for it without a bound)."""
+        if "embedding" in self._call("list_indexes", physical, field_name="embedding"):
+            self._call("drop_index", physical, "embedding")
+        indexes = self._client.prepare_index_params()
+        indexes.add_index(field_name="embedding", index_name="embedding", index_type=kind,
+                          metric_type="IP", params=dict(build))
+        self._call("create_index", physical, indexes, sync=False)
+        self._call("alter_collection_properties", physical, properties={
+            INDEX_PROPERTY: json.dumps({"index_type": kind, "params": dict(build)},
+                                       sort_keys=True),
+        })
 
     def live_spec(self) -> dict[str, Any]:
         return dict(self.layout().spec)
@@ -891,10 +1069,10 @@ class MilvusVectorStore:
         return len(rows)
 
     def _dim_of(self, physical: str) -> int:
-        for f in self._call("describe_collection", physical).get("fields", []):
-            if f.get("name") == "embedding":
-                return int(f.get("params", {}).get("dim", 0))
-        raise StoreUnavailable(f"collection {physical!r} has no embedding field")
+        dim = embedding_dim(self._call("describe_collection", physical))
+        if not dim:
+            raise StoreUnavailable(f"collection {physical!r} has no embedding field")
+        return dim
 
     def _companion(self, function: str, *args: Any) -> Any:
         try:
@@ -1042,7 +1220,7 @@ class MilvusVectorStore:
 
     def _iterate(
         self, fields: list[str], filter_expr: str, batch_size: int
-    ) -> Iterator[list[Mapping[str, Any]]]:
+    ) -> Generator[list[Mapping[str, Any]], None, None]:
         from pymilvus.exceptions import MilvusException
 
         try:

@@ -5,6 +5,9 @@ the others and an answer is relevant when it has the query's class.
 Instance layout: `images/<file>` with `groundtruth.json` (query file -> relevant files, the query
 excluded); the database is every file named as relevant, and a query outside it is searched by
 its bytes.
+Plain labelled folder: `<class>/<image files>` (no JSON); the sub-folder names are the classes,
+every image is in the database, and each image of a class with two or more images queries the
+others (an image alone in its class is only a distractor).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from lookalike.core.errors import ConfigError
-from lookalike.ingestion.sources import SourceItem
+from lookalike.ingestion.sources import IMAGE_SUFFIXES, SourceItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +86,56 @@ def _instance_dataset(root: Path) -> EvalDataset:
     return EvalDataset(root.name, "instance", database, queries)
 
 
+def _class_images(folder: Path, root: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted; hidden files and links leading outside `root`
+    are left out."""
+    return [
+        path for path in sorted(folder.iterdir())
+        if not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file() and path.resolve().is_relative_to(root)
+    ]
+
+
+def _folder_dataset(root: Path) -> EvalDataset:
+    resolved = root.resolve()
+    database: list[SourceItem] = []
+    members: dict[str, frozenset[str]] = {}
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if not folder.resolve().is_relative_to(resolved):
+            continue
+        paths = _class_images(folder, resolved)
+        if paths:
+            database += [SourceItem(source=str(p.absolute()), label=folder.name, path=p)
+                         for p in paths]
+            members[folder.name] = frozenset(str(p.absolute()) for p in paths)
+    if len(members) < 2:
+        found = f"found {len(members)}: {', '.join(members)}" if members else "found none"
+        raise ConfigError(
+            f"{root} is not an evaluation dataset: expected <class>/<image files> sub-folders "
+            f"with images of at least 2 classes ({found}), labels.json (class layout) or "
+            "groundtruth.json (instance layout)"
+        )
+    queries = [
+        EvalQuery(path=item.path, in_database=True, relevant=members[item.label] - {item.source})
+        for item in database if len(members[item.label]) > 1
+    ]
+    if not queries:
+        raise ConfigError(f"{root}: every class has a single image, so nothing can be queried; "
+                          "a class needs at least 2 images")
+    return EvalDataset(resolved.name, "class", database, queries)
+
+
 def load_dataset(root: Path) -> EvalDataset:
-    """The dataset at `root`, in class or instance layout."""
+    """The dataset at `root`: class layout, instance layout, or a plain labelled folder."""
     if (root / "labels.json").is_file():
         return _class_dataset(root)
     if (root / "groundtruth.json").is_file():
         return _instance_dataset(root)
+    if root.is_dir():
+        return _folder_dataset(root)
     raise ConfigError(
-        f"{root} is not an evaluation dataset: expected labels.json (class layout) "
-        "or groundtruth.json (instance layout)"
+        f"{root} is not an evaluation dataset: expected a folder of <class>/<image files>, "
+        "labels.json (class layout) or groundtruth.json (instance layout)"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,11 @@ class EvaluationError(LookalikeError):
 
 @dataclass(frozen=True, slots=True)
 class EvalEnv:
-    """Where caches live and how the embedder, Milvus and local features are set up."""
+    """Where caches live and how the embedder, Milvus and local features are set up.
+
+    `on_embedded`, when set, is called with the number of images each embedded batch held
+    (descriptors found in the cache are not embedded, so they are not counted).
+    """
 
     cache_dir: Path
     milvus: MilvusSettings
@@ -58,6 +62,7 @@ class EvalEnv:
     ann_queries: int = 500
     latency_queries: int = 0
     progress: bool = True
+    on_embedded: Callable[[int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +145,10 @@ def _embedder(config: EvalConfig, env: EvalEnv) -> Embedder:
 
 
 def embed_files(embedder: Embedder, paths: Sequence[Path], batch_size: int,
-                progress: bool, what: str) -> F32:
-    """Descriptors of image files, in order; decoding overlaps in two threads."""
+                progress: bool, what: str,
+                on_embedded: Callable[[int], None] | None = None) -> F32:
+    """Descriptors of image files, in order; decoding overlaps in two threads. `on_embedded`
+    is told the size of each batch once it is embedded."""
     out: list[F32] = []
 
     def load(path: Path) -> Any:
@@ -156,6 +163,8 @@ def embed_files(embedder: Embedder, paths: Sequence[Path], batch_size: int,
             images = list(pool.map(load, paths[start:start + batch_size]))
             out.append(embedder.embed_images(images))
             bar.update(len(images))
+            if on_embedded is not None:
+                on_embedded(len(images))
     return np.concatenate(out) if out else np.zeros((0, embedder.dim), np.float32)
 
 
@@ -184,7 +193,8 @@ def _descriptors(config: EvalConfig, layout: _Layout, env: EvalEnv, dataset: str
         embedder = _embedder(config, env)
         embedder.load()
         started = time.perf_counter()
-        vectors = embed_files(embedder, paths, env.batch_size, env.progress, what)
+        vectors = embed_files(embedder, paths, env.batch_size, env.progress, what,
+                              env.on_embedded)
         timing[what] = len(paths) / max(time.perf_counter() - started, 1e-9)
         return vectors
 

@@ -66,6 +66,7 @@ class IngestReport:
     failed: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     retries: int = 0
+    cancelled: bool = False
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property
@@ -154,9 +155,20 @@ class IngestPipeline:
         self._lock = threading.Lock()
 
     def run(
-        self, items: Iterable[Item], total: int | None = None, progress: bool = True
+        self,
+        items: Iterable[Item],
+        total: int | None = None,
+        progress: bool = True,
+        *,
+        on_batch: Callable[[IngestReport], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> IngestReport:
-        """Ingest every item; never raises for a bad file, only for stores that stay down."""
+        """Ingest every item; never raises for a bad file, only for stores that stay down.
+
+        `on_batch` is called (from the writer thread) after each batch with the report so far.
+        Once `cancelled()` is true no further item is read: batches already read are finished
+        and stored, and the report says `cancelled`.
+        """
         report = IngestReport()
         self.embedder.load()
         started = time.perf_counter()
@@ -203,7 +215,13 @@ class IngestPipeline:
 
             def read_stage() -> None:
                 seen = _SeenIds()
-                for batch in _batches(items, self.batch_size):
+                batches = _batches(items, self.batch_size)
+                while True:
+                    if cancelled is not None and cancelled():
+                        report.cancelled = True
+                        break
+                    if (batch := next(batches, None)) is None:
+                        break
                     put(to_decode, self._load(batch, readers, seen, report))
                 put(to_decode, None)
 
@@ -217,6 +235,9 @@ class IngestPipeline:
                 while (batch := get(to_write)) is not None:
                     self._write(batch, writers, report)
                     self._account(batch, report, bar)
+                    if on_batch is not None:
+                        report.seconds = time.perf_counter() - started
+                        on_batch(report)
 
             threads = [
                 threading.Thread(target=stage(body), name=f"ingest-{name}", daemon=True)

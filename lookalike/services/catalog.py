@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lookalike.core.errors import InvalidArgument, LookalikeError
+from lookalike.core.errors import InvalidArgument, LookalikeError, NotFound
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, JsonDict, image_key, thumb_key
 from lookalike.core.vector_store import MAX_TOP_K, CollectionInfo
@@ -24,6 +24,8 @@ MAX_TAGS = 64
 MAX_TAG_CHARS = 128
 MAX_LABEL_CHARS = 512
 MAX_SOURCE_CHARS = 4096
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,14 @@ class UpsertOutcome:
     image: ImageMeta | None = None
     created: bool = False
     error: LookalikeError | EmbedderError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of stored images in id order, and how many match in all."""
+
+    images: list[ImageMeta]
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +175,32 @@ class Catalog:
     def get(self, ids: Sequence[int]) -> list[ImageMeta | None]:
         """Metadata per id, in order; None where it is not stored."""
         return self.engine.store.get(list(ids))
+
+    def page(self, filter_expr: str = "", offset: int = 0, limit: int = 0) -> Page:
+        """Stored images matching `filter_expr` in id order, `limit` (0: DEFAULT_PAGE, at most
+        MAX_PAGE) after the first `offset`, and how many match."""
+        size = limit or DEFAULT_PAGE
+        if not 1 <= size <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+        if offset + size > MAX_TOP_K:
+            raise InvalidArgument(
+                f"offset + limit must be at most {MAX_TOP_K}, got {offset + size}: "
+                "narrow the listing with a filter (labels, tags, ingested_at ...)"
+            )
+        store = self.engine.store
+        return Page(images=store.page(filter_expr, offset, size),
+                    total=store.count_matching(filter_expr))
+
+    def label_counts(self, filter_expr: str = "") -> dict[str, int]:
+        """Images per label ("" for unlabelled) among those matching `filter_expr`."""
+        return self.engine.store.label_counts(filter_expr)
+
+    def original(self, image: ImageMeta) -> bytes:
+        """The stored original of `image`; empty where its blob is gone."""
+        try:
+            return self.engine.blobs.get(image.blob_key)
+        except NotFound:
+            return b""
 
     def stats(self) -> CollectionInfo:
         """Name, size, index and model spec of the collection."""

@@ -25,17 +25,26 @@ Reply = TypeVar("Reply")
 
 
 class ClientError(Exception):
-    """A call that failed, with the gRPC status and the server's explanation."""
+    """A call that failed, with the gRPC status, the server's explanation and, when the server
+    answered, the request id it logged the call under."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, request_id: str = "") -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.request_id = request_id
 
     @property
     def unreachable(self) -> bool:
-        """Whether the server could not be reached at all."""
-        return bool(self.code == grpc.StatusCode.UNAVAILABLE)
+        """Whether the server could not be reached at all (rather than answering UNAVAILABLE
+        because one of its own stores is down)."""
+        return bool(self.code == grpc.StatusCode.UNAVAILABLE) and not self.request_id
+
+
+def _request_id(exc: grpc.RpcError) -> str:
+    """The request id the server sent back with its error; "" when no server answered."""
+    trailing = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    return next((str(v) for k, v in trailing or () if k == "x-request-id"), "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,8 @@ class Hit:
     ingested_at: int = 0
     # Geometrically consistent local feature matches; None where the search was not verified.
     inliers: int | None = None
+    # The stored original, only from get(..., include_originals=True).
+    image: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +102,9 @@ class SearchQuery:
     nprobe: int | None = None
     rerank_factor: int | None = None
     route_top_n: int | None = None
+    # Any of these labels, all of these tags (ANDed with filter_expr).
+    labels: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +173,150 @@ class Stats:
     model: EmbedderSpec
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of stored images in id order, and how many match in all."""
+
+    images: list[Hit]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSummary:
+    """A physical Milvus collection: its aliases, size, model and index."""
+
+    name: str
+    aliases: tuple[str, ...]
+    count: int
+    model: EmbedderSpec | None
+    index_type: str
+    index_params: dict[str, str]
+    serving: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildResult:
+    """The index the served collection now has, and how long the build took."""
+
+    index_type: str
+    index_params: dict[str, str]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class DropResult:
+    """How many images the dropped collection held; whether an empty one replaced it."""
+
+    dropped_images: int
+    recreated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BadFile:
+    """A file a job did not ingest, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """What an ingest job did (so far, or in all once finished)."""
+
+    seen: int
+    added: int
+    already_stored: int
+    duplicates: int
+    failed: list[BadFile]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvalRow:
+    """One configuration's scores: p@K, map, ndcg@10, ..., and mean precision at K=1, 2, ..."""
+
+    config: str
+    levers: str
+    scores: dict[str, float]
+    pk_curve: list[float]
+    per_class_ap: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSummary:
+    """An evaluation's dataset and one row per configuration."""
+
+    dataset: str
+    kind: str
+    images: int
+    queries: int
+    rows: list[EvalRow]
+
+
+JOB_STATES_FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A background job on the server (ingest or evaluate) and how far it got."""
+
+    id: str
+    kind: str
+    state: str
+    source: str
+    done: int
+    total: int
+    rate_per_s: float
+    eta_s: float
+    message: str
+    started_at: int
+    finished_at: int
+    ingest: IngestSummary | None
+    evaluation: EvalSummary | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether it stopped (succeeded, failed or cancelled)."""
+        return self.state in JOB_STATES_FINISHED
+
+
 def _hit(h: pb.Hit) -> Hit:
     return Hit(id=h.id, score=h.score, label=h.label, source=h.source, sha256=h.sha256,
                width=h.width, height=h.height, tags=tuple(h.tags), thumbnail=h.thumbnail,
                thumbnail_url=h.thumbnail_url, image_url=h.image_url, blob_key=h.blob_key,
                meta=json.loads(h.meta_json) if h.meta_json else {}, ingested_at=h.ingested_at,
-               inliers=h.inliers if h.HasField("inliers") else None)
+               inliers=h.inliers if h.HasField("inliers") else None, image=h.image)
+
+
+def _job(j: pb.Job) -> Job:
+    ingest = None
+    if j.HasField("ingest"):
+        i = j.ingest
+        ingest = IngestSummary(
+            seen=i.seen, added=i.added, already_stored=i.already_stored, duplicates=i.duplicates,
+            failed=[BadFile(f.path, f.reason) for f in i.failed], seconds=i.seconds,
+        )
+    evaluation = None
+    if j.HasField("evaluation"):
+        e = j.evaluation
+        evaluation = EvalSummary(
+            dataset=e.dataset, kind=e.kind, images=e.images, queries=e.queries,
+            rows=[EvalRow(config=r.config, levers=r.levers, scores=dict(r.scores),
+                          pk_curve=list(r.pk_curve), per_class_ap=dict(r.per_class_ap))
+                  for r in e.rows],
+        )
+    return Job(id=j.id, kind=j.kind, state=j.state, source=j.source, done=j.done, total=j.total,
+               rate_per_s=j.rate_per_s, eta_s=j.eta_s, message=j.message,
+               started_at=j.started_at, finished_at=j.finished_at, ingest=ingest,
+               evaluation=evaluation)
+
+
+def _collection(c: pb.CollectionSummary) -> CollectionSummary:
+    return CollectionSummary(
+        name=c.name, aliases=tuple(c.aliases), count=c.count,
+        model=_spec(c.model) if c.HasField("model") else None, index_type=c.index_type,
+        index_params=dict(c.index_params), serving=c.serving,
+    )
 
 
 def _spec(m: pb.ModelSpec) -> EmbedderSpec:
@@ -187,7 +339,8 @@ def _search_request(q: SearchQuery) -> pb.SearchRequest:
                                include_thumbnails=q.include_thumbnails, ids_only=q.ids_only,
                                qe_n=q.qe_n, verify=q.verify, mode=q.mode, ef=q.ef,
                                nprobe=q.nprobe, rerank_factor=q.rerank_factor,
-                               route_top_n=q.route_top_n)
+                               route_top_n=q.route_top_n, labels=list(q.labels),
+                               tags=list(q.tags))
     if q.image is not None:
         request.image = q.image
     elif q.image_id is not None:
@@ -242,6 +395,8 @@ class LookalikeClient:
         self._search = pb_grpc.SearchServiceStub(self._channel)
         self._embed = pb_grpc.EmbedServiceStub(self._channel)
         self._catalog = pb_grpc.CatalogServiceStub(self._channel)
+        self._admin = pb_grpc.AdminServiceStub(self._channel)
+        self._jobs = pb_grpc.JobServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> LookalikeClient:
@@ -261,7 +416,7 @@ class LookalikeClient:
         try:
             return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise ClientError(exc.code(), exc.details() or "") from None
+            raise ClientError(exc.code(), exc.details() or "", _request_id(exc)) from None
 
     def search(
         self,
@@ -281,6 +436,8 @@ class LookalikeClient:
         nprobe: int | None = None,
         rerank_factor: int | None = None,
         route_top_n: int | None = None,
+        labels: Sequence[str] = (),
+        tags: Sequence[str] = (),
         timeout_s: float | None = None,
     ) -> SearchResponse:
         """Images most like `image` (encoded bytes), the stored image `image_id`, or `vector`.
@@ -289,13 +446,15 @@ class LookalikeClient:
         score (the cheap way to get deep rankings). `qe_n` (alpha-query expansion neighbours, 0:
         off) and `verify` (geometric re-ranking) override the server's settings; None keeps them.
         `mode` (ann, hash_rerank, routed), `ef`, `nprobe`, `rerank_factor` and `route_top_n`
-        override how the server's vector store searches.
+        override how the server's vector store searches. `labels` (any of) and `tags` (all of)
+        narrow the results like `filter_expr`, without quoting.
         """
         request = _search_request(SearchQuery(
             image=image, image_id=image_id, vector=vector, top_k=top_k, filter_expr=filter_expr,
             min_score=min_score, include_thumbnails=include_thumbnails, ids_only=ids_only,
             qe_n=qe_n, verify=verify, mode=mode, ef=ef, nprobe=nprobe,
-            rerank_factor=rerank_factor, route_top_n=route_top_n,
+            rerank_factor=rerank_factor, route_top_n=route_top_n, labels=tuple(labels),
+            tags=tuple(tags),
         ))
         return _search_response(self._call(self._search.Search, request, timeout_s))
 
@@ -356,12 +515,14 @@ class LookalikeClient:
         return list(response.ids)
 
     def get(
-        self, ids: Sequence[int], include_thumbnails: bool = False, timeout_s: float | None = None
+        self, ids: Sequence[int], include_thumbnails: bool = False, timeout_s: float | None = None,
+        include_originals: bool = False,
     ) -> GetResponse:
-        """Stored images by id, and the ids that are not stored."""
+        """Stored images by id (with their originals when asked), and the ids not stored."""
         response = self._call(
             self._catalog.Get,
-            pb.GetRequest(ids=list(ids), include_thumbnails=include_thumbnails), timeout_s,
+            pb.GetRequest(ids=list(ids), include_thumbnails=include_thumbnails,
+                          include_originals=include_originals), timeout_s,
         )
         return GetResponse(images=[_hit(h) for h in response.images],
                            missing_ids=list(response.missing_ids))
@@ -372,6 +533,75 @@ class LookalikeClient:
         return Stats(collection=r.collection, physical_collection=r.physical_collection,
                      count=r.count, index_type=r.index_type, index_params=dict(r.index_params),
                      metric_type=r.metric_type, model=_spec(r.model))
+
+    def list_images(
+        self, *, offset: int = 0, limit: int = 50, filter_expr: str = "",
+        labels: Sequence[str] = (), tags: Sequence[str] = (), include_thumbnails: bool = True,
+        timeout_s: float | None = None,
+    ) -> Page:
+        """One page of the collection in id order, and how many images match in all."""
+        request = pb.ListRequest(filter=filter_expr, labels=list(labels), tags=list(tags),
+                                 offset=offset, limit=limit, include_thumbnails=include_thumbnails)
+        response = self._call(self._catalog.List, request, timeout_s)
+        return Page(images=[_hit(h) for h in response.images], total=response.total)
+
+    def count_labels(self, filter_expr: str = "", timeout_s: float | None = None) -> dict[str, int]:
+        """Images per label ("" for unlabelled), of those matching `filter_expr`."""
+        response = self._call(self._catalog.CountLabels,
+                              pb.CountLabelsRequest(filter=filter_expr), timeout_s)
+        return dict(response.counts)
+
+    def list_collections(self, timeout_s: float | None = None) -> list[CollectionSummary]:
+        """Every Lookalike collection on the server's Milvus, and which one it serves."""
+        response = self._call(self._admin.ListCollections, pb.ListCollectionsRequest(), timeout_s)
+        return [_collection(c) for c in response.collections]
+
+    def rebuild_index(
+        self, index_type: str = "", params: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> RebuildResult:
+        """Rebuild the served collection's vector index (another type, or the same afresh)."""
+        request = pb.RebuildIndexRequest(index_type=index_type, params=params or {})
+        r = self._call(self._admin.RebuildIndex, request, timeout_s)
+        return RebuildResult(index_type=r.index_type, index_params=dict(r.index_params),
+                             seconds=r.seconds)
+
+    def drop_collection(self, name: str, confirm: str, timeout_s: float | None = None) -> DropResult:
+        """Drop a collection; `confirm` must repeat its name."""
+        r = self._call(self._admin.DropCollection,
+                       pb.DropCollectionRequest(name=name, confirm=confirm), timeout_s)
+        return DropResult(dropped_images=r.dropped_images, recreated=r.recreated)
+
+    def start_ingest(self, source: str, timeout_s: float | None = None) -> Job:
+        """Start ingesting a folder or S3 prefix on the server into the served collection."""
+        return _job(self._call(self._jobs.StartIngest, pb.StartIngestRequest(source=source),
+                               timeout_s))
+
+    def start_evaluation(
+        self, folder: str, configs: Sequence[str] = (), ablation: bool = False,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Start evaluating retrieval on a labelled folder on the server."""
+        request = pb.StartEvaluationRequest(folder=folder, configs=list(configs), ablation=ablation)
+        return _job(self._call(self._jobs.StartEvaluation, request, timeout_s))
+
+    def get_job(self, job_id: str, timeout_s: float | None = None) -> Job:
+        """A job's state and progress."""
+        return _job(self._call(self._jobs.GetJob, pb.GetJobRequest(id=job_id), timeout_s))
+
+    def list_jobs(self, timeout_s: float | None = None) -> list[Job]:
+        """The server's jobs, most recent first."""
+        response = self._call(self._jobs.ListJobs, pb.ListJobsRequest(), timeout_s)
+        return [_job(j) for j in response.jobs]
+
+    def cancel_job(self, job_id: str, timeout_s: float | None = None) -> Job:
+        """Ask a job to stop at its next batch; what it stored stays."""
+        return _job(self._call(self._jobs.CancelJob, pb.CancelJobRequest(id=job_id), timeout_s))
+
+    def health_report(self) -> dict[str, bool]:
+        """SERVING or not, for the whole server ("") and for each lookalike.v1 service."""
+        names = ("", *(s.full_name for s in pb.DESCRIPTOR.services_by_name.values()))
+        return {name: self.healthy(name) for name in names}
 
     def healthy(self, service: str = "") -> bool:
         """Whether the server reports SERVING for `service` ("" = the whole server)."""

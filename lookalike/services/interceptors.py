@@ -33,6 +33,7 @@ from lookalike.services.metrics import ServerMetrics
 
 log = logging.getLogger("lookalike.requests")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
+REQUEST_ID_KEY = "x-request-id"
 # Deadlines further away than this are treated as none (gRPC reports "no deadline" as huge).
 _NO_DEADLINE_S = 1e7
 
@@ -77,7 +78,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         metrics = self._metrics
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            rid = str(dict(context.invocation_metadata()).get("x-request-id") or uuid.uuid4().hex)
+            rid = str(dict(context.invocation_metadata()).get(REQUEST_ID_KEY) or uuid.uuid4().hex)
             token = request_id.set(rid)
             remaining = context.time_remaining()
             deadline_token = call_deadline.set(
@@ -86,6 +87,9 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             )
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            # Clients tell a server that answered with an error from one they could not reach
+            # by this, and quote it when they report the failure.
+            context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
             try:
                 return behaviour(request, context)
             except (LookalikeError, EmbedderError) as exc:

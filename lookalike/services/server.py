@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from lookalike.core.errors import ConfigError
 from lookalike.core.settings import ServerSettings
 from lookalike.embedder.runtime import Embedder
+from lookalike.services.admin import AdminServicer
 from lookalike.services.auth import AuthInterceptor
 from lookalike.services.batching import BatchedEmbedder
 from lookalike.services.catalog import Catalog
@@ -22,6 +23,7 @@ from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from lookalike.services.health import Check, HealthChecker
 from lookalike.services.interceptors import ErrorMappingInterceptor
+from lookalike.services.jobs import JobRegistry, JobRunners, JobServicer
 from lookalike.services.metrics import MetricsEndpoint, ServerMetrics, serve_metrics
 from lookalike.services.remote_embedder import RemoteEmbedder
 from lookalike.services.search import SearchEngine
@@ -31,6 +33,8 @@ SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values
 EMBED_SERVICE = pb.DESCRIPTOR.services_by_name["EmbedService"].full_name
 SEARCH_SERVICE = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
 CATALOG_SERVICE = pb.DESCRIPTOR.services_by_name["CatalogService"].full_name
+ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+JOB_SERVICE = pb.DESCRIPTOR.services_by_name["JobService"].full_name
 log = logging.getLogger("lookalike.server")
 
 
@@ -45,6 +49,7 @@ class RunningServer:
     metrics: ServerMetrics
     metrics_endpoint: MetricsEndpoint | None = None
     batched: BatchedEmbedder | None = None
+    jobs: JobRegistry | None = None
     tls: bool = False
     stopped: bool = False
 
@@ -59,12 +64,17 @@ class RunningServer:
         return self.metrics_endpoint.port if self.metrics_endpoint else None
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop accepting calls, let in-flight calls finish for up to `grace_s`, then stop."""
+        """Stop accepting calls, let in-flight calls finish for up to `grace_s`, then stop.
+
+        Running jobs are cancelled first and given as long to finish their batch in flight.
+        """
         if self.stopped:
             return
         self.stopped = True
         self.checker.stop()
         self.health.enter_graceful_shutdown()
+        if self.jobs is not None:
+            self.jobs.shutdown(grace_s)
         self.server.stop(grace_s).wait()
         if self.batched is not None:
             self.batched.close()
@@ -99,7 +109,8 @@ def _health_checker(
     return HealthChecker(
         servicer, checks,
         {EMBED_SERVICE: embed_needs, SEARCH_SERVICE: (*stores, *embed_needs),
-         CATALOG_SERVICE: (*stores, *embed_needs)},
+         CATALOG_SERVICE: (*stores, *embed_needs), ADMIN_SERVICE: ("vector_store",),
+         JOB_SERVICE: stores},
         settings.health_interval_s,
     )
 
@@ -110,10 +121,13 @@ def _add_reflection(server: grpc.Server) -> None:
     reflection.enable_server_reflection(names, server)
 
 
-def _add_api(server: grpc.Server, engine: SearchEngine, catalog: Catalog) -> None:
+def _add_api(server: grpc.Server, engine: SearchEngine, catalog: Catalog,
+             jobs: JobServicer) -> None:
     pb_grpc.add_EmbedServiceServicer_to_server(EmbedServicer(engine), server)
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(engine), server)
     pb_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
+    pb_grpc.add_JobServiceServicer_to_server(jobs, server)
 
 
 def _interceptors(settings: ServerSettings, metrics: ServerMetrics) -> list[grpc.ServerInterceptor]:
@@ -157,11 +171,13 @@ def start_server(
     *,
     thumbnail_px: int = 256,
     max_pixels: int = 50_000_000,
+    jobs: JobRunners | None = None,
 ) -> RunningServer:
     """Start serving `engine` on settings.host:settings.port (port 0 picks a free port).
 
     Concurrent embeddings are batched (settings.batching); `thumbnail_px` and `max_pixels`
-    apply to images stored through CatalogService.Upsert.
+    apply to images stored through CatalogService.Upsert. `jobs` runs JobService's ingest and
+    evaluation jobs on sources inside settings.job_roots; without it JobService refuses them.
     """
     metrics = ServerMetrics()
     if isinstance(engine.embedder, Embedder):
@@ -180,7 +196,9 @@ def start_server(
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    _add_api(server, engine, Catalog(engine, thumbnail_px=thumbnail_px, max_pixels=max_pixels))
+    job_servicer = JobServicer(jobs, settings.job_roots)
+    _add_api(server, engine, Catalog(engine, thumbnail_px=thumbnail_px, max_pixels=max_pixels),
+             job_servicer)
     health_servicer = _add_health(server)
     _add_reflection(server)
     try:
@@ -199,4 +217,5 @@ def start_server(
     server.start()
     checker.start()
     return RunningServer(server=server, port=port, health=health_servicer, checker=checker,
-                         metrics=metrics, metrics_endpoint=endpoint, batched=batched, tls=tls)
+                         metrics=metrics, metrics_endpoint=endpoint, batched=batched,
+                         jobs=job_servicer.registry, tls=tls)

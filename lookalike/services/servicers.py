@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
 from lookalike.core.errors import InvalidArgument, LookalikeError
+from lookalike.core.filters import build_filter
 from lookalike.core.schemas import ImageMeta, SearchHit
 from lookalike.core.vector_index import SearchParams
 from lookalike.embedder.errors import EmbedderError, ImageTooLarge
@@ -37,14 +38,15 @@ def _item_error(exc: LookalikeError | EmbedderError) -> pb.ItemError:
 
 
 def _image_message(engine: SearchEngine, image: ImageMeta, score: float,
-                   with_thumbnail: bool, inliers: int | None = None) -> pb.Hit:
+                   with_thumbnail: bool, inliers: int | None = None,
+                   original: bytes = b"") -> pb.Hit:
     blobs = engine.hit_blobs(SearchHit(image=image, score=score), with_thumbnail)
     return pb.Hit(
         id=image.id, score=score, label=image.label, source=image.source,
         sha256=image.sha256, blob_key=image.blob_key, width=image.width, height=image.height,
         tags=list(image.tags), thumbnail=blobs.thumbnail, thumbnail_url=blobs.thumbnail_url,
         image_url=blobs.image_url, meta_json=json.dumps(image.meta) if image.meta else "",
-        ingested_at=image.ingested_at, inliers=inliers,
+        ingested_at=image.ingested_at, inliers=inliers, image=original,
     )
 
 
@@ -76,9 +78,15 @@ def _query(request: pb.SearchRequest) -> Query:
     raise InvalidArgument("a query needs exactly one of: image bytes, stored image id, vector")
 
 
+def _filter(expression: str, labels: Sequence[str], tags: Sequence[str]) -> str:
+    """The request's filter ANDed with any of its labels and all of its tags."""
+    return build_filter(labels=labels, tags=tags, expression=expression)
+
+
 def _options(request: pb.SearchRequest) -> SearchOptions:
     return SearchOptions(
-        top_k=int(request.top_k), filter_expr=request.filter,
+        top_k=int(request.top_k),
+        filter_expr=_filter(request.filter, request.labels, request.tags),
         min_score=request.min_score if request.HasField("min_score") else None,
         ids_only=request.ids_only,
         qe_n=request.qe_n if request.HasField("qe_n") else None,
@@ -132,7 +140,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):
-    """Upsert, Delete, Get and Stats over the collection."""
+    """Upsert, Delete, Get, Stats, List and CountLabels over the collection."""
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
@@ -170,7 +178,9 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         ids = list(request.ids)
         found = self._catalog.get(ids)
         return pb.GetResponse(
-            images=[_image_message(self._catalog.engine, m, 0.0, request.include_thumbnails)
+            images=[_image_message(self._catalog.engine, m, 0.0, request.include_thumbnails,
+                                   original=(self._catalog.original(m)
+                                             if request.include_originals else b""))
                     for m in found if m is not None],
             missing_ids=[i for i, m in zip(ids, found, strict=True) if m is None],
         )
@@ -185,3 +195,17 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             metric_type=info.metric_type,
             model=spec_message_from_dict(spec),
         )
+
+    def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListResponse:
+        page = self._catalog.page(_filter(request.filter, request.labels, request.tags),
+                                  int(request.offset), int(request.limit))
+        return pb.ListResponse(
+            images=[_image_message(self._catalog.engine, m, 0.0, request.include_thumbnails)
+                    for m in page.images],
+            total=page.total,
+        )
+
+    def CountLabels(
+        self, request: pb.CountLabelsRequest, context: grpc.ServicerContext
+    ) -> pb.CountLabelsResponse:
+        return pb.CountLabelsResponse(counts=self._catalog.label_counts(request.filter))

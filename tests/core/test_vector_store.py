@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
 
+from lookalike.core import vector_store
 from lookalike.core.errors import ConfigError, InvalidArgument, InvalidFilter, ModelSpecMismatch
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
+from lookalike.core.vector_index import rebuild_params
 from lookalike.core.vector_store import MilvusVectorStore
 
 SPEC = {"backbone": "test", "dim": 8}
@@ -143,3 +146,106 @@ def test_lite_routed_search_over_label_partitions(client: Any) -> None:
     assert {h.image.label for h in hits} == {"even"}
     both = store.search(query, top_k=40, params=SearchParams(mode="routed", route_top_n=2))[0]
     assert len(both) == 40
+
+
+def _scattered(n: int, seed: int = 3) -> list[ImageRecord]:
+    """`n` records with random 62-bit ids (as content ids are), labels l0..l6 and "" for some."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(2**62, size=n, replace=False)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        ImageRecord(
+            meta=ImageMeta(id=int(ids[i]), sha256=f"{i:064x}", blob_key=f"images/{i}.jpg",
+                           source=f"/src/{i}.jpg", label="" if i % 9 == 0 else f"l{i % 7}",
+                           tags=("t",), meta={}, width=1, height=1, ingested_at=i),
+            embedding=vectors[i],
+        )
+        for i in range(n)
+    ]
+
+
+def _store_with(client: Any, records: list[ImageRecord], batches: int = 4,
+                **settings: Any) -> MilvusVectorStore:
+    store = MilvusVectorStore.open(client, "images", SPEC, DIM, MilvusSettings(**settings))
+    step = -(-len(records) // batches)
+    for start in range(0, len(records), step):
+        store.insert(records[start:start + step])
+        client.flush(store.live_collection())
+    return store
+
+
+def test_pages_cover_every_id_once_in_id_order(client: Any) -> None:
+    """Milvus Lite returns query rows in no set order; pages still run through the ids in
+    order, each exactly once, with and without a filter."""
+    records = _scattered(2000)
+    store = _store_with(client, records)
+    for filter_expr, wanted in (("", records),
+                                ('label in ["l1", "l2"]',
+                                 [r for r in records if r.meta.label in ("l1", "l2")])):
+        seen = [m.id for offset in range(0, 2100, 300)
+                for m in store.page(filter_expr, offset, 300)]
+        assert seen == sorted(r.meta.id for r in wanted)
+        assert store.count_matching(filter_expr) == len(wanted)
+    first = store.page("", 0, 3)
+    assert first == sorted((r.meta for r in records), key=lambda m: m.id)[:3]
+
+
+def test_page_limits(client: Any) -> None:
+    """offset + limit past MAX_TOP_K, a negative offset or an empty page are refused."""
+    store = _store_with(client, _scattered(10), batches=1)
+    for offset, limit in ((16000, 1000), (-1, 5), (0, 0)):
+        with pytest.raises(InvalidArgument):
+            store.page("", offset, limit)
+    with pytest.raises(InvalidFilter):
+        store.count_matching("no_such_field > 1")
+
+
+@pytest.mark.parametrize("probed", [64, 3])
+def test_label_counts(client: Any, monkeypatch: pytest.MonkeyPatch, probed: int) -> None:
+    """Images per label, "" for unlabelled, within a filter: labels probed one by one, or past
+    MAX_PROBED_LABELS counted from the remaining rows' label field."""
+    monkeypatch.setattr(vector_store, "MAX_PROBED_LABELS", probed)
+    records = _scattered(500)
+    store = _store_with(client, records)
+    assert store.label_counts() == dict(Counter(r.meta.label for r in records))
+    assert store.label_counts("ingested_at < 100") == dict(
+        Counter(r.meta.label for r in records if r.meta.ingested_at < 100))
+    assert store.label_counts('label == "none"') == {}
+
+
+def test_rebuild_index_switches_and_reports_the_index(client: Any) -> None:
+    """FLAT, then HNSW with M=8, then the settings' index: each reported as built, searches
+    after each still find a stored vector first."""
+    records = _scattered(300)
+    store = _store_with(client, records, batches=2)
+    query = np.stack([records[5].embedding])
+    for index_type, params, wanted in (("FLAT", {}, {}),
+                                       ("HNSW", {"M": "8"}, {"M": "8", "efConstruction": "200"}),
+                                       ("", {}, {"M": "16", "efConstruction": "200"})):
+        layout = store.rebuild_index(index_type, params)
+        assert (layout.index_type, layout.index_params) == (index_type or "HNSW", wanted)
+        assert store.describe().index_type == layout.index_type
+        assert store.search_ids(query, top_k=1)[0][0].id == records[5].meta.id
+
+
+def test_rebuild_params_are_checked() -> None:
+    """Unknown types, parameters a type does not take, bad values and IVF_PQ on Lite are
+    refused with what is allowed; given parameters override the settings'."""
+    lite, server = MilvusSettings(), MilvusSettings(uri="http://127.0.0.1:19530")
+    assert rebuild_params(server, 64, "ivf_pq", {"m": "16"}) == (
+        "IVF_PQ", {"nlist": 1024, "m": 16, "nbits": 8})
+    assert rebuild_params(lite, 64, "", {"efConstruction": "64"}) == (
+        "HNSW", {"M": 16, "efConstruction": 64})
+    with pytest.raises(InvalidArgument, match="known: HNSW, FLAT, IVF_FLAT, IVF_SQ8, IVF_PQ"):
+        rebuild_params(lite, 64, "DISKANN", {})
+    with pytest.raises(InvalidArgument, match="takes: nlist"):
+        rebuild_params(lite, 64, "IVF_FLAT", {"M": "8"})
+    with pytest.raises(InvalidArgument, match="integer"):
+        rebuild_params(lite, 64, "HNSW", {"M": "eight"})
+    with pytest.raises(InvalidArgument, match="M: "):
+        rebuild_params(lite, 64, "HNSW", {"M": "2"})
+    with pytest.raises(InvalidArgument, match="divide"):
+        rebuild_params(server, 64, "IVF_PQ", {"m": "7"})
+    with pytest.raises(ConfigError, match="Milvus Lite cannot build IVF_PQ"):
+        rebuild_params(lite, 64, "IVF_PQ", {})

@@ -3,6 +3,7 @@ Hamming then float re-ranking, class-routed partitions, range search and filters
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -198,3 +199,63 @@ def test_range_search_and_filters_on_the_server(
         assert hit.image.label == "class00"
         assert "even" in hit.image.tags
         assert hit.image.ingested_at >= 1_700_000_010
+
+
+def scattered_records(n: int, seed: int = 5) -> list[ImageRecord]:
+    """`n` records with random 62-bit ids (as content ids are) in 12 classes."""
+    x, labels = clustered(seed)
+    ids = np.random.default_rng(seed).choice(2**62, size=len(x), replace=False)[:n]
+    return [
+        ImageRecord(meta=ImageMeta(id=int(ids[i]), sha256=f"{i:064x}", blob_key=f"k{i}",
+                                   source=f"s{i}", label=labels[i], tags=(), meta={},
+                                   width=1, height=1, ingested_at=i),
+                    embedding=x[i])
+        for i in range(n)
+    ]
+
+
+def test_pages_counts_and_label_counts_on_the_server(
+    server_client: Any, milvus_server: MilvusServer
+) -> None:
+    """Over several sealed segments: pages run through the ids in order, each once; count and
+    label counts match what was stored, with and without a filter."""
+    store = MilvusVectorStore.open(server_client, "paging", SPEC, DIM,
+                                   milvus_server.settings(index_type="FLAT"))
+    recs = scattered_records(2400)
+    for start in range(0, len(recs), 800):
+        store.insert(recs[start:start + 800])
+        server_client.flush(store.live_collection())
+    for filter_expr, wanted in (("", recs),
+                                ('label in ["class01", "class02"]',
+                                 [r for r in recs if r.meta.label in ("class01", "class02")])):
+        seen = [m.id for offset in range(0, 2500, 500)
+                for m in store.page(filter_expr, offset, 500)]
+        assert seen == sorted(r.meta.id for r in wanted)
+        assert store.count_matching(filter_expr) == len(wanted)
+    assert store.label_counts() == dict(Counter(r.meta.label for r in recs))
+    assert store.label_counts("ingested_at < 300") == {"class00": 250, "class01": 50}
+
+
+def test_rebuild_index_on_the_server(server_client: Any, milvus_server: MilvusServer) -> None:
+    """HNSW -> HNSW with other parameters -> FLAT -> IVF_PQ: describe_index reports each one
+    with its parameters, and near copies still find their original first after each.
+
+    IVF_PQ comes last: on this embedded server (storageType local) reading vectors through an
+    IVF_PQ segment and then releasing it deletes the segment's vector binlog, after which no
+    index can be built on it again; a Milvus on MinIO/S3 keeps its cache elsewhere.
+    """
+    store, x, _labels = build(server_client, milvus_server, "rebuild", index_type="HNSW")
+    queries = near_copies(x, PICKS)
+    for index_type, params, reported in (
+        ("HNSW", {"M": "8", "efConstruction": "64"}, {"M": "8", "efConstruction": "64"}),
+        ("FLAT", {}, {}),
+        ("IVF_PQ", {"nlist": "16", "m": "16"}, {"nlist": "16", "m": "16", "nbits": "8"}),
+    ):
+        layout = store.rebuild_index(index_type, params)
+        assert layout.index_type == index_type
+        assert {k: str(v) for k, v in layout.index_params.items()} == reported
+        hits = store.search_ids(queries, top_k=1)
+        assert [h[0].id for h in hits] == [int(p) + 1 for p in PICKS]
+    with pytest.raises(InvalidArgument, match="divide"):
+        store.rebuild_index("IVF_PQ", {"m": "7"})
+    assert store.layout(refresh=True).index_type == "IVF_PQ"

@@ -223,6 +223,8 @@ class SearchRequest(_message.Message):
     NPROBE_FIELD_NUMBER: _builtins.int
     RERANK_FACTOR_FIELD_NUMBER: _builtins.int
     ROUTE_TOP_N_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """Encoded query image."""
     id: _builtins.int
@@ -263,6 +265,14 @@ class SearchRequest(_message.Message):
     def vector(self) -> Global___Embedding:
         """A raw descriptor of the collection's dimension (normalised by the server)."""
 
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only images with one of these labels; ANDed with filter and tags."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only images carrying every one of these tags."""
+
     def __init__(
         self,
         *,
@@ -281,10 +291,12 @@ class SearchRequest(_message.Message):
         nprobe: _builtins.int | None = ...,
         rerank_factor: _builtins.int | None = ...,
         route_top_n: _builtins.int | None = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ef", b"_ef", "_min_score", b"_min_score", "_mode", b"_mode", "_nprobe", b"_nprobe", "_qe_n", b"_qe_n", "_rerank_factor", b"_rerank_factor", "_route_top_n", b"_route_top_n", "_verify", b"_verify", "ef", b"ef", "id", b"id", "image", b"image", "min_score", b"min_score", "mode", b"mode", "nprobe", b"nprobe", "qe_n", b"qe_n", "query", b"query", "rerank_factor", b"rerank_factor", "route_top_n", b"route_top_n", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ef", b"_ef", "_min_score", b"_min_score", "_mode", b"_mode", "_nprobe", b"_nprobe", "_qe_n", b"_qe_n", "_rerank_factor", b"_rerank_factor", "_route_top_n", b"_route_top_n", "_verify", b"_verify", "ef", b"ef", "filter", b"filter", "id", b"id", "ids_only", b"ids_only", "image", b"image", "include_thumbnails", b"include_thumbnails", "min_score", b"min_score", "mode", b"mode", "nprobe", b"nprobe", "qe_n", b"qe_n", "query", b"query", "rerank_factor", b"rerank_factor", "route_top_n", b"route_top_n", "top_k", b"top_k", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ef", b"_ef", "_min_score", b"_min_score", "_mode", b"_mode", "_nprobe", b"_nprobe", "_qe_n", b"_qe_n", "_rerank_factor", b"_rerank_factor", "_route_top_n", b"_route_top_n", "_verify", b"_verify", "ef", b"ef", "filter", b"filter", "id", b"id", "ids_only", b"ids_only", "image", b"image", "include_thumbnails", b"include_thumbnails", "labels", b"labels", "min_score", b"min_score", "mode", b"mode", "nprobe", b"nprobe", "qe_n", b"qe_n", "query", b"query", "rerank_factor", b"rerank_factor", "route_top_n", b"route_top_n", "tags", b"tags", "top_k", b"top_k", "vector", b"vector", "verify", b"verify"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ef: _TypeAlias = _typing.Literal["ef"]  # noqa: Y015
     _WhichOneofArgType__ef: _TypeAlias = _typing.Literal["_ef", b"_ef"]  # noqa: Y015
@@ -344,6 +356,7 @@ class Hit(_message.Message):
     META_JSON_FIELD_NUMBER: _builtins.int
     INGESTED_AT_FIELD_NUMBER: _builtins.int
     INLIERS_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     score: _builtins.float
     """Cosine similarity to the query, in [-1, 1]; 0 where there is no query (Get)."""
@@ -365,6 +378,8 @@ class Hit(_message.Message):
     """Local feature matches with the query that agree on one geometric transformation; set only
     when the search was verified (score stays the descriptor similarity).
     """
+    image: _builtins.bytes
+    """The stored original, only when asked for (GetRequest.include_originals)."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -385,10 +400,11 @@ class Hit(_message.Message):
         meta_json: _builtins.str = ...,
         ingested_at: _builtins.int = ...,
         inliers: _builtins.int | None = ...,
+        image: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_inliers", b"_inliers", "inliers", b"inliers"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_inliers", b"_inliers", "blob_key", b"blob_key", "height", b"height", "id", b"id", "image_url", b"image_url", "ingested_at", b"ingested_at", "inliers", b"inliers", "label", b"label", "meta_json", b"meta_json", "score", b"score", "sha256", b"sha256", "source", b"source", "tags", b"tags", "thumbnail", b"thumbnail", "thumbnail_url", b"thumbnail_url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_inliers", b"_inliers", "blob_key", b"blob_key", "height", b"height", "id", b"id", "image", b"image", "image_url", b"image_url", "ingested_at", b"ingested_at", "inliers", b"inliers", "label", b"label", "meta_json", b"meta_json", "score", b"score", "sha256", b"sha256", "source", b"source", "tags", b"tags", "thumbnail", b"thumbnail", "thumbnail_url", b"thumbnail_url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__inliers: _TypeAlias = _typing.Literal["inliers"]  # noqa: Y015
     _WhichOneofArgType__inliers: _TypeAlias = _typing.Literal["_inliers", b"_inliers"]  # noqa: Y015
@@ -662,7 +678,10 @@ class GetRequest(_message.Message):
 
     IDS_FIELD_NUMBER: _builtins.int
     INCLUDE_THUMBNAILS_FIELD_NUMBER: _builtins.int
+    INCLUDE_ORIGINALS_FIELD_NUMBER: _builtins.int
     include_thumbnails: _builtins.bool
+    include_originals: _builtins.bool
+    """Fill Hit.image with the stored original (mind max_message_mb for many large images)."""
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -670,10 +689,11 @@ class GetRequest(_message.Message):
         *,
         ids: _abc.Iterable[_builtins.int] | None = ...,
         include_thumbnails: _builtins.bool = ...,
+        include_originals: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_thumbnails", b"include_thumbnails"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_originals", b"include_originals", "include_thumbnails", b"include_thumbnails"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -783,3 +803,740 @@ class StatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsResponse: _TypeAlias = StatsResponse  # noqa: Y015
+
+@_typing.final
+class ListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    INCLUDE_THUMBNAILS_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """Which images, as in SearchRequest: an expression, any of labels, all of tags."""
+    offset: _builtins.int
+    """Images skipped, in id order; offset + limit is at most 16384 (narrow with a filter beyond)."""
+    limit: _builtins.int
+    """Images returned; 0 means 50, at most 1000."""
+    include_thumbnails: _builtins.bool
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        offset: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        include_thumbnails: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "include_thumbnails", b"include_thumbnails", "labels", b"labels", "limit", b"limit", "offset", b"offset", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
+
+@_typing.final
+class ListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Stored images matching the filter."""
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]:
+        """One page of stored images, in id order."""
+
+    def __init__(
+        self,
+        *,
+        images: _abc.Iterable[Global___Hit] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResponse: _TypeAlias = ListResponse  # noqa: Y015
+
+@_typing.final
+class CountLabelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """Count only images matching this expression; empty: all."""
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountLabelsRequest: _TypeAlias = CountLabelsRequest  # noqa: Y015
+
+@_typing.final
+class CountLabelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Images per label; unlabelled images count under ""."""
+
+    def __init__(
+        self,
+        *,
+        counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountLabelsResponse: _TypeAlias = CountLabelsResponse  # noqa: Y015
+
+@_typing.final
+class CollectionSummary(_message.Message):
+    """Operator actions on the Milvus collections. Destructive ones need their target repeated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class IndexParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    INDEX_TYPE_FIELD_NUMBER: _builtins.int
+    INDEX_PARAMS_FIELD_NUMBER: _builtins.int
+    SERVING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The physical collection (companion collections of hash codes and routes are not listed)."""
+    count: _builtins.int
+    index_type: _builtins.str
+    serving: _builtins.bool
+    """Whether this server searches it."""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def model(self) -> Global___ModelSpec:
+        """The model that built it (empty for a collection Lookalike did not create)."""
+
+    @_builtins.property
+    def index_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+        count: _builtins.int = ...,
+        model: Global___ModelSpec | None = ...,
+        index_type: _builtins.str = ...,
+        index_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        serving: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "count", b"count", "index_params", b"index_params", "index_type", b"index_type", "model", b"model", "name", b"name", "serving", b"serving"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectionSummary: _TypeAlias = CollectionSummary  # noqa: Y015
+
+@_typing.final
+class ListCollectionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCollectionsRequest: _TypeAlias = ListCollectionsRequest  # noqa: Y015
+
+@_typing.final
+class ListCollectionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def collections(self) -> _containers.RepeatedCompositeFieldContainer[Global___CollectionSummary]: ...
+    def __init__(
+        self,
+        *,
+        collections: _abc.Iterable[Global___CollectionSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collections", b"collections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCollectionsResponse: _TypeAlias = ListCollectionsResponse  # noqa: Y015
+
+@_typing.final
+class RebuildIndexRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INDEX_TYPE_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    index_type: _builtins.str
+    """Vector index to build on the served collection: FLAT, HNSW, IVF_FLAT, IVF_SQ8, IVF_PQ;
+    empty: the server's setting (milvus.index_type). Searches fail while it builds.
+    """
+    @_builtins.property
+    def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Build parameters by name (M, efConstruction, nlist, m, nbits); unset ones: the settings'."""
+
+    def __init__(
+        self,
+        *,
+        index_type: _builtins.str = ...,
+        params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index_type", b"index_type", "params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildIndexRequest: _TypeAlias = RebuildIndexRequest  # noqa: Y015
+
+@_typing.final
+class RebuildIndexResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class IndexParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INDEX_TYPE_FIELD_NUMBER: _builtins.int
+    INDEX_PARAMS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    index_type: _builtins.str
+    seconds: _builtins.float
+    @_builtins.property
+    def index_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        index_type: _builtins.str = ...,
+        index_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index_params", b"index_params", "index_type", b"index_type", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildIndexResponse: _TypeAlias = RebuildIndexResponse  # noqa: Y015
+
+@_typing.final
+class DropCollectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A physical collection as ListCollections names it."""
+    confirm: _builtins.str
+    """Must equal name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        confirm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm", b"confirm", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DropCollectionRequest: _TypeAlias = DropCollectionRequest  # noqa: Y015
+
+@_typing.final
+class DropCollectionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DROPPED_IMAGES_FIELD_NUMBER: _builtins.int
+    RECREATED_FIELD_NUMBER: _builtins.int
+    dropped_images: _builtins.int
+    """Images the collection held (their blobs stay: other model versions share them)."""
+    recreated: _builtins.bool
+    """True when it was the served collection: an empty one takes its place, same model."""
+    def __init__(
+        self,
+        *,
+        dropped_images: _builtins.int = ...,
+        recreated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_images", b"dropped_images", "recreated", b"recreated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DropCollectionResponse: _TypeAlias = DropCollectionResponse  # noqa: Y015
+
+@_typing.final
+class BadFile(_message.Message):
+    """Long-running work the server does in the background: ingest a folder or S3 prefix into the
+    served collection, evaluate retrieval on a labelled folder. Sources must lie under one of
+    the server's server.job_roots.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BadFile: _TypeAlias = BadFile  # noqa: Y015
+
+@_typing.final
+class IngestSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEEN_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    ALREADY_STORED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    seen: _builtins.int
+    added: _builtins.int
+    already_stored: _builtins.int
+    duplicates: _builtins.int
+    seconds: _builtins.float
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___BadFile]:
+        """Every file that was not ingested, and why."""
+
+    def __init__(
+        self,
+        *,
+        seen: _builtins.int = ...,
+        added: _builtins.int = ...,
+        already_stored: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        failed: _abc.Iterable[Global___BadFile] | None = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "already_stored", b"already_stored", "duplicates", b"duplicates", "failed", b"failed", "seconds", b"seconds", "seen", b"seen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestSummary: _TypeAlias = IngestSummary  # noqa: Y015
+
+@_typing.final
+class EvalRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ScoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PerClassApEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    LEVERS_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
+    PK_CURVE_FIELD_NUMBER: _builtins.int
+    PER_CLASS_AP_FIELD_NUMBER: _builtins.int
+    config: _builtins.str
+    """The configuration (baseline, best, ...) and what it turns on."""
+    levers: _builtins.str
+    @_builtins.property
+    def scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """p@1, p@5, p@10, map, ndcg@10, ... as `lookalike eval --json` names them."""
+
+    @_builtins.property
+    def pk_curve(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Mean precision at K = 1, 2, ..."""
+
+    @_builtins.property
+    def per_class_ap(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        config: _builtins.str = ...,
+        levers: _builtins.str = ...,
+        scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        pk_curve: _abc.Iterable[_builtins.float] | None = ...,
+        per_class_ap: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "levers", b"levers", "per_class_ap", b"per_class_ap", "pk_curve", b"pk_curve", "scores", b"scores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvalRow: _TypeAlias = EvalRow  # noqa: Y015
+
+@_typing.final
+class EvalSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    QUERIES_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    kind: _builtins.str
+    """"class" or "instance"."""
+    images: _builtins.int
+    queries: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvalRow]: ...
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        images: _builtins.int = ...,
+        queries: _builtins.int = ...,
+        rows: _abc.Iterable[Global___EvalRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "images", b"images", "kind", b"kind", "queries", b"queries", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvalSummary: _TypeAlias = EvalSummary  # noqa: Y015
+
+@_typing.final
+class Job(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    RATE_PER_S_FIELD_NUMBER: _builtins.int
+    ETA_S_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    INGEST_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    kind: _builtins.str
+    """"ingest" or "evaluate"."""
+    state: _builtins.str
+    """queued, running, succeeded, failed, cancelled."""
+    source: _builtins.str
+    """The folder, s3://bucket/prefix, ... it works on."""
+    done: _builtins.int
+    """Units done and expected (files for ingest, images embedded for evaluation); total 0: unknown."""
+    total: _builtins.int
+    rate_per_s: _builtins.float
+    eta_s: _builtins.float
+    """Seconds left at the current rate; -1: unknown."""
+    message: _builtins.str
+    """What it is doing now, or why it failed."""
+    started_at: _builtins.int
+    """Unix seconds; finished_at 0 while it runs."""
+    finished_at: _builtins.int
+    @_builtins.property
+    def ingest(self) -> Global___IngestSummary:
+        """So far, and final once finished."""
+
+    @_builtins.property
+    def evaluation(self) -> Global___EvalSummary: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        state: _builtins.str = ...,
+        source: _builtins.str = ...,
+        done: _builtins.int = ...,
+        total: _builtins.int = ...,
+        rate_per_s: _builtins.float = ...,
+        eta_s: _builtins.float = ...,
+        message: _builtins.str = ...,
+        started_at: _builtins.int = ...,
+        finished_at: _builtins.int = ...,
+        ingest: Global___IngestSummary | None = ...,
+        evaluation: Global___EvalSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "ingest", b"ingest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "eta_s", b"eta_s", "evaluation", b"evaluation", "finished_at", b"finished_at", "id", b"id", "ingest", b"ingest", "kind", b"kind", "message", b"message", "rate_per_s", b"rate_per_s", "source", b"source", "started_at", b"started_at", "state", b"state", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class StartIngestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """A folder (labels from sub-folder names), s3://bucket/prefix, tar shard or list file."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartIngestRequest: _TypeAlias = StartIngestRequest  # noqa: Y015
+
+@_typing.final
+class StartEvaluationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLDER_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
+    ABLATION_FIELD_NUMBER: _builtins.int
+    folder: _builtins.str
+    """A labelled folder: <class>/<image> sub-folders, or the labels.json / groundtruth.json layout."""
+    ablation: _builtins.bool
+    """Each quality lever on and off (overrides configs)."""
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Configurations by name (baseline, best); empty: baseline."""
+
+    def __init__(
+        self,
+        *,
+        folder: _builtins.str = ...,
+        configs: _abc.Iterable[_builtins.str] | None = ...,
+        ablation: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ablation", b"ablation", "configs", b"configs", "folder", b"folder"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartEvaluationRequest: _TypeAlias = StartEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class GetJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """Most recent first."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015

@@ -241,6 +241,16 @@ class CatalogServiceStub:
                 request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.SerializeToString,
                 response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.List = channel.unary_unary(
+                '/lookalike.v1.CatalogService/List',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListResponse.FromString,
+                _registered_method=True)
+        self.CountLabels = channel.unary_unary(
+                '/lookalike.v1.CatalogService/CountLabels',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CountLabelsRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CountLabelsResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -270,6 +280,19 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def List(self, request, context):
+        """A page of the collection, in id order (browsing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -292,6 +315,16 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.FromString,
                     response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListResponse.SerializeToString,
+            ),
+            'CountLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountLabels,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CountLabelsRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CountLabelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +435,463 @@ class CatalogService:
             '/lookalike.v1.CatalogService/Stats',
             lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.SerializeToString,
             lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.CatalogService/List',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.CatalogService/CountLabels',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CountLabelsRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CountLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListCollections = channel.unary_unary(
+                '/lookalike.v1.AdminService/ListCollections',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.RebuildIndex = channel.unary_unary(
+                '/lookalike.v1.AdminService/RebuildIndex',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RebuildIndexRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RebuildIndexResponse.FromString,
+                _registered_method=True)
+        self.DropCollection = channel.unary_unary(
+                '/lookalike.v1.AdminService/DropCollection',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DropCollectionRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DropCollectionResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListCollections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebuildIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'RebuildIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildIndex,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RebuildIndexRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RebuildIndexResponse.SerializeToString,
+            ),
+            'DropCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropCollection,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DropCollectionRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DropCollectionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lookalike.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lookalike.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.AdminService/ListCollections',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListCollectionsRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.AdminService/RebuildIndex',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RebuildIndexRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RebuildIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.AdminService/DropCollection',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DropCollectionRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.DropCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class JobServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartIngest = channel.unary_unary(
+                '/lookalike.v1.JobService/StartIngest',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartIngestRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+                _registered_method=True)
+        self.StartEvaluation = channel.unary_unary(
+                '/lookalike.v1.JobService/StartEvaluation',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartEvaluationRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/lookalike.v1.JobService/GetJob',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/lookalike.v1.JobService/ListJobs',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/lookalike.v1.JobService/CancelJob',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+                _registered_method=True)
+
+
+class JobServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def StartIngest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartEvaluation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Stops a job at the next batch; what it already stored stays (a rerun skips it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JobServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartIngest': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartIngest,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartIngestRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.SerializeToString,
+            ),
+            'StartEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartEvaluation,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartEvaluationRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetJobRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListJobsRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CancelJobRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lookalike.v1.JobService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lookalike.v1.JobService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JobService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def StartIngest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/StartIngest',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartIngestRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/StartEvaluation',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartEvaluationRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/GetJob',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetJobRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/ListJobs',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListJobsRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/CancelJob',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.CancelJobRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,9 @@ class CatalogServiceStub:
     Delete: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.DeleteRequest, _lookalike_pb2.DeleteResponse]
     Get: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.GetRequest, _lookalike_pb2.GetResponse]
     Stats: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.StatsRequest, _lookalike_pb2.StatsResponse]
+    List: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.ListRequest, _lookalike_pb2.ListResponse]
+    """A page of the collection, in id order (browsing)."""
+    CountLabels: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.CountLabelsRequest, _lookalike_pb2.CountLabelsResponse]
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -98,6 +101,9 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     Delete: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.DeleteRequest, _lookalike_pb2.DeleteResponse]  # type: ignore[assignment]
     Get: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.GetRequest, _lookalike_pb2.GetResponse]  # type: ignore[assignment]
     Stats: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.StatsRequest, _lookalike_pb2.StatsResponse]  # type: ignore[assignment]
+    List: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.ListRequest, _lookalike_pb2.ListResponse]  # type: ignore[assignment]
+    """A page of the collection, in id order (browsing)."""
+    CountLabels: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.CountLabelsRequest, _lookalike_pb2.CountLabelsResponse]  # type: ignore[assignment]
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -128,4 +134,120 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lookalike_pb2.StatsResponse, _abc.Awaitable[_lookalike_pb2.StatsResponse]]: ...
 
+    @_abc_1.abstractmethod
+    def List(
+        self,
+        request: _lookalike_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.ListResponse, _abc.Awaitable[_lookalike_pb2.ListResponse]]:
+        """A page of the collection, in id order (browsing)."""
+
+    @_abc_1.abstractmethod
+    def CountLabels(
+        self,
+        request: _lookalike_pb2.CountLabelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.CountLabelsResponse, _abc.Awaitable[_lookalike_pb2.CountLabelsResponse]]: ...
+
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AdminServiceStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
+    ListCollections: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.ListCollectionsRequest, _lookalike_pb2.ListCollectionsResponse]
+    RebuildIndex: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.RebuildIndexRequest, _lookalike_pb2.RebuildIndexResponse]
+    DropCollection: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.DropCollectionRequest, _lookalike_pb2.DropCollectionResponse]
+
+@_typing.type_check_only
+class AdminServiceAsyncStub(AdminServiceStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListCollections: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.ListCollectionsRequest, _lookalike_pb2.ListCollectionsResponse]  # type: ignore[assignment]
+    RebuildIndex: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.RebuildIndexRequest, _lookalike_pb2.RebuildIndexResponse]  # type: ignore[assignment]
+    DropCollection: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.DropCollectionRequest, _lookalike_pb2.DropCollectionResponse]  # type: ignore[assignment]
+
+class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def ListCollections(
+        self,
+        request: _lookalike_pb2.ListCollectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.ListCollectionsResponse, _abc.Awaitable[_lookalike_pb2.ListCollectionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RebuildIndex(
+        self,
+        request: _lookalike_pb2.RebuildIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.RebuildIndexResponse, _abc.Awaitable[_lookalike_pb2.RebuildIndexResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DropCollection(
+        self,
+        request: _lookalike_pb2.DropCollectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.DropCollectionResponse, _abc.Awaitable[_lookalike_pb2.DropCollectionResponse]]: ...
+
+def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class JobServiceStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
+    StartIngest: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.StartIngestRequest, _lookalike_pb2.Job]
+    StartEvaluation: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.StartEvaluationRequest, _lookalike_pb2.Job]
+    GetJob: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.GetJobRequest, _lookalike_pb2.Job]
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.ListJobsRequest, _lookalike_pb2.ListJobsResponse]
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.CancelJobRequest, _lookalike_pb2.Job]
+    """Stops a job at the next batch; what it already stored stays (a rerun skips it)."""
+
+@_typing.type_check_only
+class JobServiceAsyncStub(JobServiceStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    StartIngest: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.StartIngestRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
+    StartEvaluation: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.StartEvaluationRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
+    GetJob: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.GetJobRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
+    ListJobs: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.ListJobsRequest, _lookalike_pb2.ListJobsResponse]  # type: ignore[assignment]
+    CancelJob: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.CancelJobRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
+    """Stops a job at the next batch; what it already stored stays (a rerun skips it)."""
+
+class JobServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def StartIngest(
+        self,
+        request: _lookalike_pb2.StartIngestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.Job, _abc.Awaitable[_lookalike_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def StartEvaluation(
+        self,
+        request: _lookalike_pb2.StartEvaluationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.Job, _abc.Awaitable[_lookalike_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _lookalike_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.Job, _abc.Awaitable[_lookalike_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _lookalike_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.ListJobsResponse, _abc.Awaitable[_lookalike_pb2.ListJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _lookalike_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.Job, _abc.Awaitable[_lookalike_pb2.Job]]:
+        """Stops a job at the next batch; what it already stored stays (a rerun skips it)."""
+
+def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

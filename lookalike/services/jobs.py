@@ -1,0 +1,407 @@
+"""JobService: background ingest and evaluation jobs the server runs for its clients.
+
+The composition root hands the server `JobRunners`: one starter per kind of job. A starter
+checks its request and refuses it with a typed error (so the caller hears at once), or returns
+the work to run; the `JobRegistry` runs that work in a background thread, one job per kind at a
+time, and keeps the last finished jobs for clients to look at. Work reports its progress and
+summary through a `JobContext` and polls it for cancellation. Sources must lie inside the
+server's job roots (`server.job_roots`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from lookalike.core.errors import ConfigError, InvalidArgument, LookalikeError, NotFound
+from lookalike.embedder.errors import EmbedderError
+from lookalike.services.errors import Overloaded
+from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
+from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+log = logging.getLogger("lookalike.jobs")
+
+KEEP_FINISHED = 50
+ROOTS_SETTING = "LOOKALIKE_SERVER__JOB_ROOTS"
+INGEST, EVALUATE = "ingest", "evaluate"
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE = (QUEUED, RUNNING)
+
+
+class JobCancelled(Exception):
+    """Raised by `JobContext.raise_if_cancelled` to stop a job's work where it stands."""
+
+
+class JobBusy(Overloaded):
+    """A job of the same kind is already running."""
+
+
+class SourceNotAllowed(InvalidArgument):
+    """A job's source lies outside the server's job roots, or is of a form jobs do not read."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadFile:
+    """A file an ingest job did not store, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """What an ingest job did so far (or in all, once finished)."""
+
+    seen: int
+    added: int
+    already_stored: int
+    duplicates: int
+    failed: tuple[BadFile, ...]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvalRow:
+    """One configuration's scores (p@1, map, ndcg@10, ...), P@K curve and per-class AP."""
+
+    config: str
+    levers: str
+    scores: dict[str, float]
+    pk_curve: tuple[float, ...]
+    per_class_ap: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSummary:
+    """An evaluation's dataset and a row per configuration measured so far."""
+
+    dataset: str
+    kind: str
+    images: int
+    queries: int
+    rows: tuple[EvalRow, ...]
+
+
+Summary = IngestSummary | EvalSummary
+
+
+class JobContext:
+    """What running work sees of its job: the cancel flag, and where progress goes."""
+
+    def __init__(self, job: _Job, lock: threading.Lock) -> None:
+        self._job = job
+        self._lock = lock
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job was asked to stop."""
+        return self._job.cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise JobCancelled once the job was asked to stop."""
+        if self.cancelled:
+            raise JobCancelled
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Units done so far, and the units expected (None: unknown)."""
+        with self._lock:
+            self._job.done = done
+            self._job.total = total or 0
+
+    def report(self, message: str = "", summary: Summary | None = None) -> None:
+        """What the job is doing now, and its summary so far (each kept when not given)."""
+        with self._lock:
+            if message:
+                self._job.message = message
+            if summary is not None:
+                self._job.summary = summary
+
+
+JobWork = Callable[[JobContext], None]
+# (source) -> work; raises a typed error to refuse the job.
+IngestStarter = Callable[[str], JobWork]
+# (folder, configuration names, ablation) -> work; raises a typed error to refuse the job.
+EvalStarter = Callable[[str, Sequence[str], bool], JobWork]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunners:
+    """What the composition root hands the server to run jobs with: a starter per kind."""
+
+    ingest: IngestStarter
+    evaluate: EvalStarter
+
+
+@dataclass(slots=True)
+class _Job:
+    id: str
+    kind: str
+    source: str
+    state: str = QUEUED
+    done: int = 0
+    total: int = 0
+    message: str = "queued"
+    started_at: float = field(default_factory=time.time)
+    finished_at: float = 0.0
+    summary: Summary | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)
+    finished: float = 0.0
+
+
+def allowed_source(source: str, roots: Sequence[str]) -> str:
+    """`source` as a job reads it (a path resolved, so `..` and links cannot leave a root, or an
+    s3:// address), when it lies inside one of `roots`; raises a typed error naming both
+    otherwise (ConfigError without roots, NotFound for a path that does not exist)."""
+    source = source.strip()
+    if not roots:
+        raise ConfigError(
+            "this server reads no job sources: set server.job_roots "
+            f"({ROOTS_SETTING}, a JSON list) to the folders and s3://bucket/prefix roots its "
+            "jobs may read"
+        )
+    if not source:
+        raise InvalidArgument("give a folder on the server or an s3://bucket/prefix")
+    shown = ", ".join(roots)
+    if source.startswith("s3://"):
+        if any(part in (".", "..") for part in source.removeprefix("s3://").split("/")):
+            raise SourceNotAllowed(f"source {source!r}: '.' and '..' are not allowed in s3:// "
+                                   "addresses")
+        for root in roots:
+            prefix = root.rstrip("/")
+            if root.startswith("s3://") and (source.rstrip("/") == prefix
+                                             or source.startswith(prefix + "/")):
+                return source
+        raise SourceNotAllowed(f"source {source!r} is outside the job roots ({shown}); "
+                               f"the operator can add it to {ROOTS_SETTING}")
+    if "://" in source:
+        raise SourceNotAllowed(f"source {source!r}: jobs read folders on the server and "
+                               "s3://bucket/prefix addresses only")
+    if any(c in source for c in "*?["):
+        raise SourceNotAllowed(f"source {source!r}: give one folder or file, not a pattern")
+    resolved = Path(source).expanduser().resolve()
+    path_roots = [Path(r).expanduser().resolve() for r in roots if "://" not in r]
+    if not any(resolved.is_relative_to(root) for root in path_roots):
+        raise SourceNotAllowed(
+            f"source {source!r} (resolved: {resolved}) is outside the job roots ({shown}); "
+            f"the operator can add it to {ROOTS_SETTING}"
+        )
+    if not resolved.exists():
+        raise NotFound(f"{resolved} does not exist on the server")
+    return str(resolved)
+
+
+class JobRegistry:
+    """Jobs running in background threads, one per kind at a time, and the last finished ones.
+
+    Thread-safe: every field of every job is read and written under one lock.
+    """
+
+    def __init__(self, keep_finished: int = KEEP_FINISHED) -> None:
+        self._keep_finished = keep_finished
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}  # in start order
+
+    def require_free(self, kind: str) -> None:
+        """Raise JobBusy when a job of this kind is queued or running."""
+        with self._lock:
+            self._require_free(kind)
+
+    def _require_free(self, kind: str) -> None:
+        running = next((j for j in self._jobs.values() if j.kind == kind and j.state in ACTIVE),
+                       None)
+        if running is not None:
+            raise JobBusy(
+                f"{kind} job {running.id} is still running on {running.source}: wait for it to "
+                "finish or cancel it first"
+            )
+
+    def start(self, kind: str, source: str, work: JobWork) -> pb.Job:
+        """Run `work` in the background as a new job; JobBusy when one of this kind runs."""
+        with self._lock:
+            self._require_free(kind)
+            job = _Job(id=uuid.uuid4().hex[:12], kind=kind, source=source)
+            self._jobs[job.id] = job
+            job.thread = threading.Thread(target=self._run, args=(job, work),
+                                          name=f"job-{kind}-{job.id}", daemon=True)
+            job.thread.start()
+            return _job_pb(job)
+
+    def get(self, job_id: str) -> pb.Job:
+        """The job as it is now; NotFound for an unknown (or long forgotten) id."""
+        with self._lock:
+            return _job_pb(self._find(job_id))
+
+    def list(self) -> list[pb.Job]:
+        """Every job kept, most recent first."""
+        with self._lock:
+            return [_job_pb(j) for j in reversed(self._jobs.values())]
+
+    def cancel(self, job_id: str) -> pb.Job:
+        """Ask a job to stop (its work stops at its next check); a finished job is unchanged."""
+        with self._lock:
+            job = self._find(job_id)
+            if job.state in ACTIVE:
+                job.cancel.set()
+                job.message = "cancelling: finishing the batch in flight"
+            return _job_pb(job)
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Cancel every running job and wait up to `timeout_s` for them to stop."""
+        with self._lock:
+            active = [j for j in self._jobs.values() if j.state in ACTIVE]
+            for job in active:
+                job.cancel.set()
+        deadline = time.monotonic() + timeout_s
+        for job in active:
+            if job.thread is not None:
+                job.thread.join(max(0.0, deadline - time.monotonic()))
+            if job.thread is not None and job.thread.is_alive():
+                log.warning("%s job %s did not stop within %.1f s", job.kind, job.id, timeout_s)
+
+    def _find(self, job_id: str) -> _Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r} (finished jobs are kept: the last "
+                           f"{self._keep_finished})")
+        return job
+
+    def _run(self, job: _Job, work: JobWork) -> None:
+        with self._lock:
+            job.state, job.message = RUNNING, "running"
+        log.info("%s job %s started on %s", job.kind, job.id, job.source)
+        state, message = SUCCEEDED, ""
+        try:
+            work(JobContext(job, self._lock))
+        except JobCancelled:
+            pass
+        except (LookalikeError, EmbedderError, OSError) as exc:
+            log.warning("%s job %s failed: %s", job.kind, job.id, exc)
+            state, message = FAILED, str(exc) or type(exc).__name__
+        except Exception as exc:
+            log.exception("%s job %s failed", job.kind, job.id)
+            state, message = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        with self._lock:
+            if state == SUCCEEDED and job.cancel.is_set():
+                state = CANCELLED
+                message = "cancelled; what it stored before stopping stays"
+            job.state = state
+            if message:
+                job.message = message
+            elif job.message in ("running", ""):
+                job.message = "done"
+            job.finished_at, job.finished = time.time(), time.monotonic()
+            self._forget_old()
+        log.info("%s job %s %s: %s", job.kind, job.id, job.state, job.message)
+
+    def _forget_old(self) -> None:
+        finished = [j.id for j in self._jobs.values() if j.state not in ACTIVE]
+        for job_id in finished[:max(0, len(finished) - self._keep_finished)]:
+            del self._jobs[job_id]
+
+
+def _rate(job: _Job) -> tuple[float, float]:
+    """Units per second since the start, and the seconds left at that rate (-1: unknown)."""
+    end = job.finished or time.monotonic()
+    elapsed = end - job.started
+    rate = job.done / elapsed if elapsed > 0 else 0.0
+    if job.state not in ACTIVE:
+        return rate, 0.0
+    if job.total <= 0 or rate <= 0:
+        return rate, -1.0
+    return rate, max(0.0, job.total - job.done) / rate
+
+
+def _summary_pb(out: pb.Job, summary: Summary | None) -> None:
+    if isinstance(summary, IngestSummary):
+        out.ingest.CopyFrom(pb.IngestSummary(
+            seen=summary.seen, added=summary.added, already_stored=summary.already_stored,
+            duplicates=summary.duplicates, seconds=summary.seconds,
+            failed=[pb.BadFile(path=f.path, reason=f.reason) for f in summary.failed],
+        ))
+    elif isinstance(summary, EvalSummary):
+        out.evaluation.CopyFrom(pb.EvalSummary(
+            dataset=summary.dataset, kind=summary.kind, images=summary.images,
+            queries=summary.queries,
+            rows=[pb.EvalRow(config=r.config, levers=r.levers, scores=r.scores,
+                             pk_curve=list(r.pk_curve), per_class_ap=r.per_class_ap)
+                  for r in summary.rows],
+        ))
+
+
+def _job_pb(job: _Job) -> pb.Job:
+    rate, eta = _rate(job)
+    out = pb.Job(
+        id=job.id, kind=job.kind, state=job.state, source=job.source, done=job.done,
+        total=job.total, rate_per_s=rate, eta_s=eta, message=job.message,
+        started_at=int(job.started_at), finished_at=int(job.finished_at),
+    )
+    _summary_pb(out, job.summary)
+    return out
+
+
+class JobServicer(pb_grpc.JobServiceServicer):
+    """StartIngest, StartEvaluation, GetJob, ListJobs, CancelJob.
+
+    Sources are checked against `roots` (server.job_roots) when a job starts; without `runners`
+    or roots, jobs are refused.
+    """
+
+    def __init__(self, runners: JobRunners | None, roots: Sequence[str] = ()) -> None:
+        self._runners = runners
+        self._roots = tuple(roots)
+        self.registry = JobRegistry()
+
+    def _require_runners(self) -> JobRunners:
+        if self._runners is None:
+            raise ConfigError("this server was started without job runners: run `lookalike "
+                              "ingest` or `lookalike eval` instead")
+        return self._runners
+
+    def StartIngest(
+        self, request: pb.StartIngestRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        """Check the source, then ingest it into the served collection in the background."""
+        runners = self._require_runners()
+        source = allowed_source(request.source, self._roots)
+        self.registry.require_free(INGEST)
+        return self.registry.start(INGEST, source, runners.ingest(source))
+
+    def StartEvaluation(
+        self, request: pb.StartEvaluationRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        """Check the folder and configurations, then evaluate them in the background."""
+        runners = self._require_runners()
+        folder = allowed_source(request.folder, self._roots)
+        if not Path(folder).is_dir():
+            raise InvalidArgument(f"{folder} is not a folder: evaluation reads a labelled folder")
+        self.registry.require_free(EVALUATE)
+        work = runners.evaluate(folder, list(request.configs), request.ablation)
+        return self.registry.start(EVALUATE, folder, work)
+
+    def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        """A job's state, progress and summary."""
+        return self.registry.get(request.id)
+
+    def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.ServicerContext
+    ) -> pb.ListJobsResponse:
+        """Every job kept, most recent first."""
+        return pb.ListJobsResponse(jobs=self.registry.list())
+
+    def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        """Ask a job to stop at its next batch."""
+        return self.registry.cancel(request.id)
