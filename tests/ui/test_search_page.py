@@ -2,54 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from lookalike.compose import blobs_from, engine_from, pipeline_from, store_from
-from lookalike.core.settings import ServerSettings
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.sources import folder_items
-from lookalike.services.server import start_server
-from tests.conftest import free_port, make_settings
-
-APP = Path(__file__).resolve().parents[2] / "lookalike" / "ui" / "streamlit_app.py"
-# A demo photo with no Markdown-special characters in its name, so captions show it verbatim.
-QUERY_LABEL, QUERY_NAME = "animals", "chelsea.png"
-DEMO_COUNT = 24
-
-
-@contextmanager
-def demo_server(
-    data_dir: Path, embedder: Embedder, demo_dir: Path, port: int = 0, token: str = ""
-) -> Iterator[str]:
-    """A real gRPC server on 127.0.0.1 over the ingested demo photos; yields host:port."""
-    settings = make_settings(data_dir)
-    store = store_from(settings, embedder)
-    blobs = blobs_from(settings)
-    report = pipeline_from(settings, embedder, store, blobs).run(
-        folder_items(demo_dir), progress=False
-    )
-    assert (report.added, report.failed) == (DEMO_COUNT, [])
-    tokens = [SecretStr(token)] if token else []
-    running = start_server(
-        engine_from(settings, embedder, store, blobs),
-        ServerSettings(host="127.0.0.1", port=port, tokens=tokens),
-    )
-    try:
-        yield running.address
-    finally:
-        running.stop(grace_s=1.0)
-
-
-def closed_port_address() -> str:
-    """host:port of a port nothing listens on (bound, then released)."""
-    return f"127.0.0.1:{free_port()}"
+from lookalike.services.client import LookalikeClient
+from tests.ui.conftest import QUERY_LABEL, QUERY_NAME, closed_port_address, demo_server, open_app
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +23,6 @@ def server_address(
     """One demo server for every test in this module."""
     with demo_server(tmp_path_factory.mktemp("ui-data"), embedder, demo_dir) as address:
         yield address
-
-
-def open_app(monkeypatch: pytest.MonkeyPatch, address: str) -> AppTest:
-    """The app, run once, talking to the server at `address`."""
-    monkeypatch.setenv("LOOKALIKE_CLIENT__ADDRESS", address)
-    return AppTest.from_file(str(APP), default_timeout=30).run()
 
 
 def upload(at: AppTest, path: Path) -> AppTest:
@@ -92,7 +50,7 @@ def test_page_invites_an_upload_before_searching(
     at = open_app(monkeypatch, server_address)
     assert not at.exception
     assert not at.error
-    assert at.title[0].value == "Lookalike"
+    assert at.title[0].value == "Search"
     assert len(at.file_uploader) == 1
     assert at.file_uploader[0].allowed_type == [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"]
     assert at.slider(key="top_k").value == 12
@@ -115,7 +73,9 @@ def test_uploaded_photo_comes_back_first(
     assert at.subheader[0].value == "12 similar images"
     summaries = [c.value for c in at.caption if c.value.startswith("Found in")]
     assert len(summaries) == 1
-    assert re.fullmatch(r"Found in \d+ ms on the server · collection \S+", summaries[0])
+    assert re.fullmatch(
+        r"Found in \d+ ms on the server \(\d+ ms round trip\) · collection \S+", summaries[0]
+    )
 
 
 def test_top_k_and_filter_reach_the_server(
@@ -187,3 +147,180 @@ def test_a_token_protected_server_needs_the_configured_token(
         assert not at.exception
         assert not at.error
         assert result_cards(at)[0][2] == f"{QUERY_LABEL} · {QUERY_NAME}"
+
+
+def stored_id(address: str, path: Path) -> int:
+    """The id the server stores the photo at `path` under (its best match, found by a real client)."""
+    with LookalikeClient(address) as client:
+        return client.search(image=path.read_bytes(), top_k=1).hits[0].id
+
+
+def stored_query_text(at: AppTest) -> list[str]:
+    """The markdown of the query panel's stored-image card (empty when there is none)."""
+    return [m.value for block in at.main.container if block.key == "stored_query"
+            for m in block.markdown]
+
+
+def jpeg(path: Path) -> bytes:
+    """The image at `path` re-encoded as JPEG, as a camera would send it."""
+    out = io.BytesIO()
+    with Image.open(path) as image:
+        image.convert("RGB").save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def test_camera_photo_is_searched(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """Choosing Camera and taking a photo (a JPEG of a stored photo) finds that photo first."""
+    at = open_app(monkeypatch, server_address)
+    at.segmented_control(key="search_source").set_value("camera").run()
+    assert len(at.file_uploader) == 0
+    assert "Take a photo" in at.info[0].value
+    shot = jpeg(demo_dir / QUERY_LABEL / QUERY_NAME)
+    at.camera_input(key="query_camera").set_value(("shot.jpg", shot, "image/jpeg")).run()
+    assert not at.exception
+    assert not at.error
+    _, score, caption = result_cards(at)[0]
+    assert caption == f"{QUERY_LABEL} · {QUERY_NAME}"
+    assert score > 0.9
+
+
+def test_more_like_this_searches_by_the_stored_image(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """"More like this" on hit #1 makes it the query: the panel shows it, the results leave it out."""
+    query = demo_dir / QUERY_LABEL / QUERY_NAME
+    at = upload(open_app(monkeypatch, server_address), query)
+    at.button(key="more_1").click().run()
+    assert not at.exception
+    assert not at.error
+    assert at.segmented_control(key="search_source").value == "stored"
+    assert stored_query_text(at) == [f"**Stored image #{stored_id(server_address, query)}**"]
+    cards = result_cards(at)
+    assert len(cards) == 12
+    assert all(caption != f"{QUERY_LABEL} · {QUERY_NAME}" for _, _, caption in cards)
+    assert cards[0][1] < 0.99
+
+
+def test_stored_image_by_typed_id(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """Typing a stored image's id searches with it; an id that is stored nowhere says so."""
+    image_id = stored_id(server_address, demo_dir / QUERY_LABEL / QUERY_NAME)
+    at = open_app(monkeypatch, server_address)
+    at.segmented_control(key="search_source").set_value("stored").run()
+    at.text_input(key="stored_id_input").input(str(image_id)).run()
+    assert not at.exception
+    assert not at.error
+    assert stored_query_text(at) == [f"**Stored image #{image_id}**"]
+    assert len(result_cards(at)) == 12
+    at.button(key="stored_clear").click().run()
+    at.text_input(key="stored_id_input").input("12345").run()
+    assert not at.exception
+    assert at.warning[0].value == "No stored image has id #12345."
+    assert result_cards(at) == []
+
+
+def test_stored_image_picked_from_the_gallery(
+    monkeypatch: pytest.MonkeyPatch, server_address: str
+) -> None:
+    """The stored-image gallery pages through the collection and "Use" makes an image the query."""
+    at = open_app(monkeypatch, server_address)
+    at.segmented_control(key="search_source").set_value("stored").run()
+    assert not at.exception
+    assert not at.error
+    first_page = [b.key for b in at.button if b.key and b.key.startswith("pick_") and
+                  b.key[5:].isdigit()]
+    assert len(first_page) == 6
+    assert any(c.value == "Page 1 of 4" for c in at.caption)
+    at.button(key="pick_next").click().run()
+    second_page = [b.key for b in at.button if b.key and b.key.startswith("pick_") and
+                   b.key[5:].isdigit()]
+    assert len(second_page) == 6
+    assert not set(first_page) & set(second_page)
+    chosen = int(second_page[0][5:])
+    at.button(key=second_page[0]).click().run()
+    assert not at.error
+    assert stored_query_text(at) == [f"**Stored image #{chosen}**"]
+    assert len(result_cards(at)) == 12
+
+
+def test_crop_changes_what_is_searched(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """Cropping the query to a corner searches the crop: the best score drops below the whole's."""
+    at = upload(open_app(monkeypatch, server_address), demo_dir / QUERY_LABEL / QUERY_NAME)
+    whole = result_cards(at)
+    at.slider(key="crop_x").set_value((0, 40))
+    at.slider(key="crop_y").set_value((50, 100)).run()
+    assert not at.exception
+    assert not at.error
+    assert any("Searching the framed region (40% × 50%" in c.value for c in at.caption)
+    cropped = result_cards(at)
+    assert cropped[0][1] < whole[0][1] - 0.01
+    assert cropped != whole
+    at.button(key="crop_reset").click().run()
+    assert result_cards(at) == whole
+
+
+def test_label_filter_limits_results_to_the_chosen_labels(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """The labels multiselect lists the collection's labels and only those labels come back."""
+    at = upload(open_app(monkeypatch, server_address), demo_dir / QUERY_LABEL / QUERY_NAME)
+    labels = at.multiselect(key="labels")
+    assert set(labels.options) >= {"animals (2)", "space (2)", "microscopy (4)"}
+    labels.set_value(["space", "microscopy"]).run()
+    assert not at.exception
+    assert not at.error
+    cards = result_cards(at)
+    assert len(cards) == 6
+    assert {caption.split(" · ")[0] for _, _, caption in cards} == {"space", "microscopy"}
+
+
+def test_tags_filter_reaches_the_server(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """A tag no demo photo carries leaves no results, and the page says so."""
+    at = upload(open_app(monkeypatch, server_address), demo_dir / QUERY_LABEL / QUERY_NAME)
+    at.text_input(key="tags").input("no-such-tag, other").run()
+    assert not at.exception
+    assert not at.error
+    assert result_cards(at) == []
+    assert at.subheader[0].value == "0 similar images"
+
+
+def test_min_score_is_off_by_default_and_bounds_the_scores(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """With the minimum score on, only hits above it come back; off, all top-K do."""
+    at = upload(open_app(monkeypatch, server_address), demo_dir / QUERY_LABEL / QUERY_NAME)
+    assert at.slider(key="min_score").disabled
+    scores = [score for _, score, _ in result_cards(at)]
+    threshold = round((scores[1] + scores[-1]) / 2, 2)
+    at.toggle(key="use_min_score").set_value(True).run()
+    at.slider(key="min_score").set_value(threshold).run()
+    assert not at.exception
+    assert not at.error
+    bounded = [score for _, score, _ in result_cards(at)]
+    assert 2 <= len(bounded) < len(scores)
+    assert all(score > threshold for score in bounded)
+
+
+def test_unsupported_search_mode_shows_the_servers_message(
+    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+) -> None:
+    """Hash and routed modes on a collection without codes or partitions are refused in words."""
+    at = upload(open_app(monkeypatch, server_address), demo_dir / QUERY_LABEL / QUERY_NAME)
+    at.selectbox(key="mode").set_value("hash_rerank").run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert at.error[0].value.startswith("The server refused this search: ")
+    assert "hash codes" in at.error[0].value
+    assert result_cards(at) == []
+    at.selectbox(key="mode").set_value("routed").run()
+    assert "category partitions" in at.error[0].value
+    at.selectbox(key="mode").set_value("ann").run()
+    assert not at.error
+    assert result_cards(at)[0][2] == f"{QUERY_LABEL} · {QUERY_NAME}"
