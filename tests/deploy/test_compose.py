@@ -12,7 +12,12 @@ import yaml
 
 from lookalike.ingestion.metrics import IngestMetrics
 from lookalike.services.metrics import ServerMetrics
-from tests.deploy.settings_env import setting_env_names, unknown_settings
+from tests.deploy.settings_env import (
+    interpolate,
+    setting_env_names,
+    settings_from,
+    unknown_settings,
+)
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SERVICES = {"etcd", "minio", "milvus", "server", "ui", "prometheus", "grafana"}
@@ -83,6 +88,34 @@ def test_lookalike_variables_are_settings(file: str) -> None:
     names = [key for spec in services.values() for key in environment(spec)]
     assert any(name.startswith("LOOKALIKE_") for name in names)
     assert unknown_settings(names) == []
+
+
+def test_service_environments_load_as_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the required variables set, the server's and the UI's environments parse as Settings:
+    JSON lists, numbers and booleans included, and the UI reaches the server with the same token."""
+    variables = {"MINIO_ROOT_USER": "minio-user", "MINIO_ROOT_PASSWORD": "minio-password",
+                 "LOOKALIKE_API_TOKEN": "api-token"}
+    services = compose["services"]
+    server_env = {k: interpolate(v, variables) for k, v in environment(services["server"]).items()}
+    server = settings_from(server_env, monkeypatch)
+    assert [t.get_secret_value() for t in server.server.tokens] == ["api-token"]
+    assert server.server.job_roots == ["/images"]
+    assert server.milvus.uri == "http://milvus:19530"
+    assert server.blobs.url == "s3://lookalike-images"
+    assert server.blobs.secure is False
+    assert server.server.metrics_port == 9464
+    ui_env = {k: interpolate(v, variables) for k, v in environment(services["ui"]).items()}
+    ui = settings_from(ui_env, monkeypatch)
+    assert ui.client.address == f"server:{server.server.port}"
+    assert ui.client.token.get_secret_value() == "api-token"
+
+
+def test_interpolation_refuses_an_unset_required_variable() -> None:
+    assert interpolate("${A:-x}/${B:?set B}", {"B": "b"}) == "x/b"
+    with pytest.raises(KeyError, match="set B"):
+        interpolate("${B:?set B}", {})
 
 
 def test_settings_walk_finds_nested_names() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.settings_env import unknown_settings
+from tests.deploy.settings_env import settings_from, unknown_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "lookalike"
@@ -56,6 +57,12 @@ def pod_specs(manifests: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in manifests if doc["kind"] == kind]
+
+
+def settings_map(manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """The data of the chart's settings ConfigMap."""
+    return next(doc["data"] for doc in by_kind(manifests, "ConfigMap")
+                if doc["metadata"]["name"] == "lookalike")
 
 
 def component(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -137,6 +144,33 @@ def test_configmap_and_env_are_settings(manifests: list[dict[str, Any]]) -> None
             names.extend(env["name"] for env in container.get("env", []))
     assert sum(name.startswith("LOOKALIKE_") for name in names) >= 15
     assert unknown_settings(names) == []
+
+
+def test_rendered_settings_load(
+    manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ConfigMap (and the Secret, when rendered) parse as Settings: the api pod starts with
+    the Milvus and blob endpoints and the tokens the values give."""
+    env: dict[str, str] = {}
+    for doc in manifests:
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "lookalike":
+            env.update(doc["data"])
+        if doc["kind"] == "Secret":
+            env.update(doc["stringData"])
+    settings = settings_from(env, monkeypatch)
+    assert settings.milvus.uri.startswith("http")
+    assert settings.blobs.url.startswith("s3://")
+    if by_kind(manifests, "Secret"):
+        assert [t.get_secret_value() for t in settings.server.tokens] == ["t"]
+
+
+@needs_helm
+def test_job_roots_reach_the_server_as_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """settings.jobRoots renders as the JSON list the server reads; unset, jobs read nothing."""
+    roots = ["s3://inbox/uploads", "/sources"]
+    args = [*SECRETS, "--set-json", f"settings.jobRoots={json.dumps(roots)}"]
+    assert settings_from(settings_map(render(*args)), monkeypatch).server.job_roots == roots
+    assert "LOOKALIKE_SERVER__JOB_ROOTS" not in settings_map(render(*SECRETS))
 
 
 def test_containers_are_locked_down(manifests: list[dict[str, Any]]) -> None:
