@@ -18,10 +18,13 @@ RUN_ENV = LOOKALIKE_SERVER__HOST=$(GRPC_HOST) LOOKALIKE_SERVER__PORT=$(GRPC_PORT
 GEN := lookalike/services/gen
 HELM := $(BIN)/helm
 CHART := helm/lookalike
+# The chart without its unfetched dependencies (Milvus, MinIO): see deploy/tools/offline_chart.py.
+OFFLINE_CHART := build/helm/chart
 HELM_K8S_VERSION ?= 1.35.0
 # Throwaway values so the chart's `required` secrets render; real ones come from the operator.
 HELM_CHECK_SECRETS := --set secrets.apiToken=check-token --set secrets.blobAccessKey=check-access \
   --set secrets.blobSecretKey=check-secret
+HELM_CHECK_MINIO := --set minio.rootUser=check-access --set minio.rootPassword=check-secret
 
 .PHONY: help
 help: ## show this help
@@ -69,14 +72,17 @@ $(HELM): $(STAMP) deploy/tools/install_helm.py
 	$(BIN)/python deploy/tools/install_helm.py $(BIN)
 
 .PHONY: helm-check
-helm-check: install $(HELM) ## helm lint --strict, helm template (default, GPU, external) and Kubernetes schema validation
+helm-check: install $(HELM) ## helm lint --strict, helm template (default, GPU, external, bundled) and Kubernetes schema validation
 	rm -rf build/helm && mkdir -p build/helm
-	$(HELM) lint --strict $(CHART) $(HELM_CHECK_SECRETS)
-	$(HELM) lint --strict $(CHART) $(HELM_CHECK_SECRETS) -f $(CHART)/values-gpu.yaml
-	$(HELM) lint --strict $(CHART) -f $(CHART)/values-external.yaml
-	$(HELM) template lookalike $(CHART) $(HELM_CHECK_SECRETS) > build/helm/default.yaml
-	$(HELM) template lookalike $(CHART) $(HELM_CHECK_SECRETS) -f $(CHART)/values-gpu.yaml > build/helm/gpu.yaml
-	$(HELM) template lookalike $(CHART) -f $(CHART)/values-external.yaml > build/helm/external.yaml
+	$(BIN)/python deploy/tools/offline_chart.py $(CHART) $(OFFLINE_CHART)
+	$(HELM) lint --strict $(OFFLINE_CHART) $(HELM_CHECK_SECRETS)
+	$(HELM) lint --strict $(OFFLINE_CHART) $(HELM_CHECK_SECRETS) -f $(CHART)/values-gpu.yaml
+	$(HELM) lint --strict $(OFFLINE_CHART) -f $(CHART)/values-external.yaml
+	$(HELM) template lookalike $(OFFLINE_CHART) $(HELM_CHECK_SECRETS) > build/helm/default.yaml
+	$(HELM) template lookalike $(OFFLINE_CHART) $(HELM_CHECK_SECRETS) -f $(CHART)/values-gpu.yaml > build/helm/gpu.yaml
+	$(HELM) template lookalike $(OFFLINE_CHART) -f $(CHART)/values-external.yaml > build/helm/external.yaml
+	$(HELM) lint --strict $(OFFLINE_CHART) $(HELM_CHECK_SECRETS) $(HELM_CHECK_MINIO) -f $(CHART)/values-bundled.yaml
+	$(HELM) template lookalike $(OFFLINE_CHART) $(HELM_CHECK_SECRETS) $(HELM_CHECK_MINIO) -f $(CHART)/values-bundled.yaml > build/helm/bundled.yaml
 	$(BIN)/python deploy/tools/validate_manifests.py $(HELM_K8S_VERSION) build/helm/*.yaml
 
 .PHONY: test

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.tools.offline_chart import offline_copy
 from tests.deploy.settings_env import settings_from, unknown_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +31,8 @@ VALUE_SETS = {
     "default": SECRETS,
     "gpu": [*SECRETS, "-f", str(CHART / "values-gpu.yaml")],
     "external": ["-f", str(CHART / "values-external.yaml")],
+    "bundled": [*SECRETS, "--set", "minio.rootUser=a", "--set", "minio.rootPassword=s",
+                "-f", str(CHART / "values-bundled.yaml")],
 }
 COMPONENTS = ("embedder", "api", "ui")
 WORKLOADS = ("Deployment", "Job")
@@ -33,10 +40,19 @@ WORKLOADS = ("Deployment", "Job")
 needs_helm = pytest.mark.skipif(not HELM.is_file(), reason="no .venv/bin/helm: run `make helm-check` first")
 
 
+@functools.cache
+def offline_chart() -> Path:
+    """The chart as `make helm-check` checks it: Milvus and MinIO, never fetched here, left out."""
+    out = Path(tempfile.mkdtemp(prefix="lookalike-chart-")) / "lookalike"
+    atexit.register(shutil.rmtree, out.parent, True)
+    offline_copy(CHART, out)
+    return out
+
+
 def helm_template(*args: str, release: str = "lookalike") -> subprocess.CompletedProcess[str]:
     """Run `helm template` on the chart offline."""
     return subprocess.run(
-        [str(HELM), "template", release, str(CHART), *args],
+        [str(HELM), "template", release, str(offline_chart()), *args],
         capture_output=True, text=True, check=False, timeout=60,
     )
 
@@ -62,7 +78,7 @@ def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def settings_map(manifests: list[dict[str, Any]]) -> dict[str, str]:
     """The data of the chart's settings ConfigMap."""
     return next(doc["data"] for doc in by_kind(manifests, "ConfigMap")
-                if doc["metadata"]["name"] == "lookalike")
+                if "LOOKALIKE_MILVUS__URI" in doc.get("data", {}))
 
 
 def component(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -117,7 +133,7 @@ def test_lint_strict_passes() -> None:
     """`helm lint --strict` passes with every values file."""
     for args in VALUE_SETS.values():
         result = subprocess.run(
-            [str(HELM), "lint", "--strict", str(CHART), *args],
+            [str(HELM), "lint", "--strict", str(offline_chart()), *args],
             capture_output=True, text=True, check=False, timeout=60,
         )
         assert result.returncode == 0, result.stdout + result.stderr
@@ -331,7 +347,7 @@ def test_validator_skips_only_the_named_crds(tmp_path: Path) -> None:
 def test_notes_name_the_rendered_services(values: str) -> None:
     """NOTES.txt renders, and every Service or Job it tells you to use exists in the release."""
     result = subprocess.run(
-        [str(HELM), "install", "demo", str(CHART), "--dry-run=client", *VALUE_SETS[values]],
+        [str(HELM), "install", "demo", str(offline_chart()), "--dry-run=client", *VALUE_SETS[values]],
         capture_output=True, text=True, check=False, timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -346,3 +362,51 @@ def test_notes_name_the_rendered_services(values: str) -> None:
         assert ("Service", service) in names, service
     for job in re.findall(r"get job (\S+)", notes):
         assert ("Job", job) in names, job
+
+
+def test_milvus_and_minio_are_optional_dependencies() -> None:
+    """Chart.yaml declares the zilliztech Milvus chart and MinIO, pinned, each behind a condition
+    that is off by default (the chart then reaches existing endpoints)."""
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    deps = {dep["name"]: dep for dep in meta["dependencies"]}
+    assert set(deps) == {"milvus", "minio"}
+    assert deps["milvus"]["repository"] == "https://zilliztech.github.io/milvus-helm/"
+    assert deps["minio"]["repository"] == "https://charts.min.io/"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for name, dep in deps.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", dep["version"]), dep
+        assert dep["condition"] == f"{name}.enabled"
+        assert values[name]["enabled"] is False
+    assert values["milvus"]["cluster"]["enabled"] is True
+
+
+@needs_helm
+def test_bundled_values_point_the_pods_at_the_release_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Milvus and MinIO in the release, the pods reach <release>-milvus and <release>-minio."""
+    settings = settings_from(settings_map(render(*VALUE_SETS["bundled"], release="search")), monkeypatch)
+    assert settings.milvus.uri == "http://search-milvus:19530"
+    assert settings.blobs.endpoint == "search-minio:9000"
+    assert settings.blobs.secure is False
+
+
+@needs_helm
+def test_bundled_minio_must_share_the_pods_credentials() -> None:
+    """MinIO's root user differing from the pods' access key stops rendering with the fix."""
+    args = [*SECRETS, "--set", "minio.rootUser=other", "--set", "minio.rootPassword=s",
+            "-f", str(CHART / "values-bundled.yaml")]
+    result = helm_template(*args)
+    assert result.returncode != 0
+    assert "minio.rootUser" in result.stderr
+
+
+def test_offline_copy_leaves_out_only_unfetched_dependencies(tmp_path: Path) -> None:
+    """The offline copy drops a dependency with no archive in charts/ and keeps a fetched one."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "charts").mkdir(exist_ok=True)
+    (chart / "charts" / "minio-5.4.0.tgz").write_bytes(b"archive")
+    dropped = offline_copy(chart, tmp_path / "out")
+    assert dropped == ["milvus"]
+    meta = yaml.safe_load((tmp_path / "out" / "Chart.yaml").read_text())
+    assert [dep["name"] for dep in meta["dependencies"]] == ["minio"]
+    assert (tmp_path / "out" / "values.yaml").read_text() == (CHART / "values.yaml").read_text()

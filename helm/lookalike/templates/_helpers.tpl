@@ -90,3 +90,41 @@ app.kubernetes.io/component: {{ .component }}
 - secretRef:
     name: {{ include "lookalike.secretName" . }}
 {{- end -}}
+
+{{/*
+The name a dependency's chart gives its Service: <release>-<chart>, or the release name alone
+when it already contains the chart's name (the zilliztech/milvus and MinIO charts both do this).
+*/}}
+{{- define "lookalike.dependencyName" -}}
+{{- if contains .chart .root.Release.Name -}}
+{{- .root.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .root.Release.Name .chart | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Milvus's address: the proxy installed with the release, or milvus.uri. */}}
+{{- define "lookalike.milvusUri" -}}
+{{- if .Values.milvus.enabled -}}
+{{- printf "http://%s:19530" (include "lookalike.dependencyName" (dict "root" . "chart" "milvus")) -}}
+{{- else -}}
+{{- required "milvus.uri is required (a Milvus standalone or cluster proxy), or set milvus.enabled" .Values.milvus.uri -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The blob store's host:port: MinIO installed with the release, or blobs.endpoint. With MinIO in
+the release, its root credentials must be the ones the pods use.
+*/}}
+{{- define "lookalike.blobEndpoint" -}}
+{{- if .Values.minio.enabled -}}
+{{- if not .Values.secrets.existingSecret -}}
+{{- if or (ne .Values.minio.rootUser .Values.secrets.blobAccessKey) (ne .Values.minio.rootPassword .Values.secrets.blobSecretKey) -}}
+{{- fail "minio.enabled: set minio.rootUser and minio.rootPassword to secrets.blobAccessKey and secrets.blobSecretKey" -}}
+{{- end -}}
+{{- end -}}
+{{- printf "%s:9000" (include "lookalike.dependencyName" (dict "root" . "chart" "minio")) -}}
+{{- else -}}
+{{- required "blobs.endpoint is required (host:port), or set minio.enabled" .Values.blobs.endpoint -}}
+{{- end -}}
+{{- end -}}
