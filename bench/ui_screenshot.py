@@ -2,10 +2,10 @@
 then visit every page, saving a screenshot of each.
 
     python -m bench.ui_screenshot --url http://127.0.0.1:8501 --image PATH \
-        --out docs/screenshots [--ingest FOLDER] [--evaluate FOLDER]
+        --out docs/screenshots [--ingest FOLDER] [--evaluate FOLDER] [--train FOLDER]
 
 Point it at `make run` (or any running UI); it prints the first result of each search.
-`--ingest` and `--evaluate` start those jobs (folders on the server, under its job roots) and
+`--ingest`, `--evaluate` and `--train` start those jobs (folders on the server, under its job roots) and
 wait for them to finish before the screenshot.
 """
 
@@ -210,7 +210,7 @@ def screenshot_page(
 def run_job_and_screenshot(
     driver: WebDriver, url: str, prefix: str, source: str, out: Path, timeout_s: float = 300.0
 ) -> str:
-    """On the Ingest or Evaluate page at `url`, start a job on `source` (keys `<prefix>_source`
+    """On the Ingest, Evaluate or Train page at `url`, start a job on `source` (keys `<prefix>_source`
     or `<prefix>_folder`, `<prefix>_start`), wait for its result, save a screenshot; the
     result's text. Raises PageError when the page shows an error instead."""
     driver.get(url)
@@ -245,10 +245,11 @@ class Tour:
 
 def tour(
     driver: WebDriver, url: str, image: Path, out_dir: Path, *, ingest: str = "",
-    evaluate: str = "", timeout_s: float = 120.0,
+    evaluate: str = "", train: str = "", timeout_s: float = 120.0,
 ) -> Tour:
     """Search by `image`, click "More like this" on the second result, then screenshot Browse,
-    Ingest (a job on `ingest` when given), Evaluate (on `evaluate`) and Admin."""
+    Ingest (a job on `ingest` when given), Evaluate (on `evaluate`), Train (on `train`) and
+    Admin."""
     base = url.rstrip("/")
     shots = [out_dir / "search.png"]
     first = search_and_screenshot(driver, base, image, shots[0], timeout_s)
@@ -257,7 +258,8 @@ def tour(
     texts = {"browse": screenshot_page(driver, f"{base}/browse", ".st-key-browse_nav",
                                        out_dir / "browse.png", timeout_s)}
     shots.append(out_dir / "browse.png")
-    for page, prefix, source in (("ingest", "ingest", ingest), ("evaluate", "eval", evaluate)):
+    for page, prefix, source in (("ingest", "ingest", ingest), ("evaluate", "eval", evaluate),
+                                 ("train", "train", train)):
         out = out_dir / f"{page}.png"
         if source:
             texts[page] = run_job_and_screenshot(driver, f"{base}/{page}", prefix, source, out,
@@ -283,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="folder for the screenshots")
     parser.add_argument("--ingest", default="", help="a folder on the server to ingest")
     parser.add_argument("--evaluate", default="", help="a labelled folder on the server")
+    parser.add_argument("--train", default="",
+                        help="a labelled folder on the server to fine-tune on (minutes on a CPU)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per step")
     args = parser.parse_args(argv)
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -297,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             driver = headless_chromium(Path(profile))
             try:
                 seen = tour(driver, args.url, args.image, args.out, ingest=args.ingest,
-                            evaluate=args.evaluate, timeout_s=args.timeout)
+                            evaluate=args.evaluate, train=args.train, timeout_s=args.timeout)
             finally:
                 driver.quit()
     except PageError as exc:

@@ -12,13 +12,16 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
 from lookalike.core.errors import LookalikeError
+from lookalike.core.model_registry import ModelVersion
 from lookalike.core.settings import Settings
 from lookalike.embedder.errors import EmbedderError
 from lookalike.evaluation.datasets import EvalDataset
 from lookalike.ingestion.pipeline import IngestReport
+from lookalike.ingestion.reindex import ReindexReport
 from lookalike.services.client import ClientError
 
 EXIT_OK = 0
@@ -181,8 +184,11 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
     from lookalike.compose import dba_from, existing_store_from
-    from lookalike.ingestion.reindex import ReindexReport, ReindexStep, reindex
+    from lookalike.core.model_registry import is_version
+    from lookalike.ingestion.reindex import ReindexStep, reindex
 
+    if is_version(args.model):
+        return _reindex_to_version(settings, args)
     model = settings.model.model_copy(update={"backbone": args.model, "weights": args.weights})
     blobs = blobs_from(settings)
     store = existing_store_from(settings, args.collection)
@@ -209,21 +215,146 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
         workers=settings.ingest.decode_workers, dba=dba_from(settings),
         allow_missing=args.allow_missing, progress=progress,
     )
+    environment = {"LOOKALIKE_MODEL__BACKBONE": args.model}
+    if args.weights:
+        environment["LOOKALIKE_MODEL__WEIGHTS"] = args.weights
+    return _reindexed(store.name, report, environment)
+
+
+def _reindexed(name: str, report: ReindexReport, environment: dict[str, str]) -> int:
+    """Print how a re-index of collection `name` ended and what to serve it with; exit code."""
     for failure in report.failed:
         print(f"  left out {failure.id} ({failure.blob_key}): {failure.reason}", file=sys.stderr)
     print(f"{report.rows} images re-indexed into {report.current} in {report.seconds:.1f} s, "
           f"{len(report.failed)} left out")
     if not report.swapped:
-        print(f"error: {len(report.failed)} images could not be re-indexed, so {store.name!r} "
+        print(f"error: {len(report.failed)} images could not be re-indexed, so {name!r} "
               f"still serves {report.previous}; restore their blobs and run again, or pass "
               f"--allow-missing to serve {report.current} without them", file=sys.stderr)
         return EXIT_ERROR
-    print(f"{store.name!r} now serves {report.current}; embed queries and ingest with "
-          f"LOOKALIKE_MODEL__BACKBONE={args.model}"
-          + (f" and LOOKALIKE_MODEL__WEIGHTS={args.weights}" if args.weights else ""))
+    print(f"{name!r} now serves {report.current}; embed queries and ingest with "
+          + " and ".join(f"{key}={value}" for key, value in environment.items()))
     print(f"the previous collection {report.previous} is kept: drop it once searches look right, "
-          f"or roll back by pointing alias {store.name!r} at it (Milvus alter_alias)")
+          f"or roll back by pointing alias {name!r} at it (Milvus alter_alias)")
     return EXIT_SOME_FILES_FAILED if report.failed else EXIT_OK
+
+
+def _reindex_to_version(settings: Settings, args: argparse.Namespace) -> int:
+    """`reindex --model VERSION`: roll the collection out to a model of the registry."""
+    import time
+
+    from lookalike.compose import existing_store_from
+    from lookalike.ingestion.rollout import roll_out
+
+    if args.weights:
+        print(f"error: model version {args.model} carries its own weights; --weights goes with "
+              "a backbone name", file=sys.stderr)
+        return EXIT_ERROR
+    blobs = blobs_from(settings)
+    store = existing_store_from(settings, args.collection)
+    print(f"re-indexing {store.name!r} ({store.live_collection()}) with model {args.model}; it "
+          "keeps serving until the new collection is complete")
+    last_print = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last_print
+        if time.monotonic() - last_print >= 5 or done == total:
+            last_print = time.monotonic()
+            print(f"  re-indexed {done}/{total} images")
+
+    report = roll_out(settings, store, blobs, args.model, progress=progress,
+                      allow_missing=args.allow_missing)
+    if report.codes_skipped:
+        print(f"note: {report.codes_skipped}")
+    elif report.hash_id:
+        print(f"{report.codes} learned hash codes written ({report.hash_id}): search with "
+              "LOOKALIKE_MILVUS__SEARCH_MODE=hash_rerank, or mode=hash_rerank per query")
+    return _reindexed(store.name, report.reindex, report.environment())
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    """List, show or delete the trained models of the registry (in the blob store)."""
+    from lookalike.core.model_registry import ModelRegistry
+
+    registry = ModelRegistry(blobs_from(settings))
+    if args.action == "list":
+        models = registry.list()
+        if args.json:
+            print(json.dumps([m.to_dict() for m in models], indent=2))
+        elif not models:
+            print("the model registry is empty: `lookalike train DATASET_DIR --register` adds one")
+        for model in [] if args.json else models:
+            print(_model_line(model))
+        return EXIT_OK
+    model = registry.get(args.version)
+    if args.action == "show":
+        print(json.dumps(model.to_dict(), indent=2))
+        if args.curves:
+            curves = registry.curves_png(model.version)
+            if curves is None:
+                print(f"error: {model.version} has no curves stored", file=sys.stderr)
+                return EXIT_ERROR
+            Path(args.curves).write_bytes(curves)
+            print(f"curves written to {args.curves}", file=sys.stderr)
+        return EXIT_OK
+    if not args.yes:
+        print(f"error: deleting model {model.version} cannot be undone (its id is not reused); "
+              "run again with --yes", file=sys.stderr)
+        return EXIT_ERROR
+    collection = args.collection or settings.milvus.collection
+    serving = _serving_weights(settings, collection)
+    if serving is None:
+        print(f"warning: could not read which model {collection!r} serves; deleting anyway",
+              file=sys.stderr)
+    elif serving == model.weights_id:
+        print(f"error: {collection!r} serves model {model.version} (weights {serving}); roll it "
+              "out to another model first (`lookalike reindex --model ...`)", file=sys.stderr)
+        return EXIT_ERROR
+    registry.delete(model.version)
+    print(f"model {model.version} deleted ({model.size_bytes / 1e6:.1f} MB)")
+    return EXIT_OK
+
+
+def _model_line(model: ModelVersion) -> str:
+    """One registry version in a line: when, what, trained on what, how well."""
+    import time
+
+    spec = model.spec
+    trained_on = spec.get("trained_on") if isinstance(spec.get("trained_on"), dict) else None
+    bits = int(spec.get("bits", 0) or 0)
+    parts = [
+        f"{model.version:>4}", time.strftime("%Y-%m-%d %H:%M", time.localtime(model.created_at)),
+        str(spec.get("backbone", "?")), model.weights_id,
+        str(spec.get("loss", "")) + (f" + {bits}-bit hash" if bits else ""),
+    ]
+    if trained_on:
+        parts.append(f"trained on {trained_on.get('dataset', '?')} "
+                     f"({trained_on.get('images', '?')} images)")
+    if isinstance(best := model.metrics.get("best_val_map"), int | float):
+        parts.append(f"val mAP {best:.4f}")
+    parts.append(f"{model.size_bytes / 1e6:.1f} MB")
+    return "  ".join(parts)
+
+
+def _serving_weights(settings: Settings, collection: str) -> str | None:
+    """The weights id of the model `collection` serves ("" when it does not exist); None when
+    Milvus cannot be read (a Milvus Lite file held by a running server, say)."""
+    from lookalike.core.vector_index import is_lite
+    from lookalike.core.vector_store import connect_milvus, live_collection_spec
+
+    if is_lite(settings.milvus.model_copy(update={"uri": settings.milvus_uri})) and not Path(
+        settings.milvus_uri
+    ).exists():
+        return ""
+    try:
+        client = connect_milvus(settings.milvus_uri, settings.milvus)
+        try:
+            spec = live_collection_spec(client, collection) or {}
+        finally:
+            client.close()
+    except LookalikeError:
+        return None
+    return str(spec.get("weights", ""))
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -237,16 +368,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     from lookalike.compose import collection_embedder_from, query_embedder_from, store_for_spec
     from lookalike.server_jobs import job_runners_from
+    from lookalike.services.model_switch import ModelSwitch
 
     blobs = blobs_from(settings)
     # A remote EmbedService whitens as its own collection says; the spec check catches a mismatch.
     embedder = (query_embedder_from(settings) if settings.embed_service.address
                 else collection_embedder_from(settings, blobs))
     store = store_for_spec(settings, embedder.spec)
-    engine = engine_from(settings, embedder, store, blobs)
+    # Roll-out jobs stage their model here; the engine follows the collection to it.
+    switch = ModelSwitch()
+    engine = engine_from(settings, embedder, store, blobs, follower=switch)
     running = start_server(engine, server_settings, thumbnail_px=settings.ingest.thumbnail_px,
                            max_pixels=settings.model.max_pixels,
-                           jobs=job_runners_from(settings, embedder, store, blobs))
+                           jobs=job_runners_from(settings, embedder, store, blobs, switch))
     where = (f"remote EmbedService {settings.embed_service.address}"
              if settings.embed_service.address else "in process")
     extras = [("TLS" if running.tls else "plaintext"),
@@ -356,6 +490,72 @@ def _eval_end_to_end(settings: Settings, args: argparse.Namespace, dataset: Eval
     return EXIT_OK
 
 
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    """Fine-tune a backbone on a labelled folder; with --protocol half also compare it with the
+    pretrained model on the held-out half; with --register store it in the model registry."""
+    import time
+
+    from tqdm import tqdm
+
+    from lookalike.embedder.training import EpochLog
+    from lookalike.training.run import TrainOptions, compare_on_heldout, train_model
+
+    options = TrainOptions(
+        loss=args.loss, bits=args.bits, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, freeze=args.freeze, patience=args.patience, seed=args.seed,
+        val_fraction=args.val_fraction, backbone=args.backbone or "",
+        weights=Path(args.weights) if args.weights else None, protocol=args.protocol,
+        views=args.views,
+    )
+    dataset_dir = Path(args.dataset)
+    out_dir = Path(args.out) if args.out else (
+        settings.data_dir / "training" / f"{dataset_dir.resolve().name}-{args.loss}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}")
+    bar = tqdm(total=args.epochs, unit="epoch", desc="training", disable=args.no_progress,
+               dynamic_ncols=True, file=sys.stderr)
+
+    def on_epoch(log: EpochLog) -> None:
+        if log.epoch:
+            bar.update(1)
+        bar.set_postfix(loss=f"{log.train_loss:.4f}", val_map=f"{log.val_map:.4f}")
+
+    try:
+        outcome = train_model(settings, dataset_dir, options, out_dir=out_dir, on_epoch=on_epoch)
+    finally:
+        bar.close()
+    report: dict[str, Any] = {"out_dir": str(outcome.out_dir), **outcome.metrics}
+    if args.protocol == "half":
+        report = compare_on_heldout(settings, dataset_dir, options, outcome)
+    if args.register:
+        from lookalike.core.model_registry import ModelRegistry
+
+        files = outcome.files
+        version = ModelRegistry(blobs_from(settings)).register(
+            weights=outcome.weights_path.read_bytes(), spec=outcome.spec,
+            metrics={**outcome.metrics, **({"heldout": report} if args.protocol == "half" else {})},
+            curves_png=files["curves_png"].read_bytes(),
+            curves_json=files["curves_json"].read_bytes(),
+            hash_artefact=outcome.hash.to_bytes() if outcome.hash is not None else None,
+        )
+        report["registered_version"] = version.version
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"trained {outcome.spec['backbone']} ({args.loss}) in {outcome.seconds:.0f} s: best epoch "
+          f"{outcome.metrics['best_epoch']}, validation mAP {outcome.metrics['initial_val_map']:.4f} "
+          f"-> {outcome.metrics['best_val_map']:.4f}; artefacts in {outcome.out_dir}")
+    if args.protocol == "half":
+        print(f"held-out half: mAP pretrained {report['pretrained']['map']:.4f} "
+              f"fine-tuned {report['finetuned']['map']:.4f}")
+        if "hash" in report:
+            print(f"{args.bits}-bit codes + float re-rank: mAP@k "
+                  f"{report['hash']['hash_rerank_map@k']:.4f} vs float "
+                  f"{report['hash']['float_map@k']:.4f}")
+    if "registered_version" in report:
+        print(f"registered as model version {report['registered_version']}")
+    return EXIT_OK
+
+
 def cmd_ui(settings: Settings, args: argparse.Namespace) -> int:
     """Start the Streamlit UI (it reaches the server through LOOKALIKE_CLIENT__ADDRESS)."""
     app = Path(__file__).parent / "ui" / "streamlit_app.py"
@@ -434,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     hashing = sub.add_parser(
         "hash", help="learn ITQ binary codes on a collection for hash_rerank search (server only)"
     )
-    hashing.add_argument("--bits", type=int, choices=(64, 128, 256), default=128)
+    hashing.add_argument("--bits", type=int, choices=(48, 64, 128, 256), default=128)
     hashing.add_argument("--samples", type=int, default=100_000,
                          help="descriptors ITQ is learned on (evenly spread over the collection)")
     hashing.add_argument("--collection", help="collection name (default: settings)")
@@ -449,8 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     reindex = sub.add_parser(
         "reindex", help="rebuild a collection with another model, then swap its alias to it"
     )
-    reindex.add_argument("--model", required=True, metavar="BACKBONE",
-                         help="the new backbone; the rest of the model settings are kept")
+    reindex.add_argument("--model", required=True, metavar="BACKBONE|VERSION",
+                         help="the new backbone (the rest of the model settings are kept), or a "
+                              "version of the model registry (v1, v2, ...: its backbone, weights "
+                              "and GeM p, and its learned hash codes on a Milvus server)")
     reindex.add_argument("--weights", default="", metavar="PATH",
                          help="weights file for the new backbone (default: its own)")
     reindex.add_argument("--collection", help="collection name (default: settings)")
@@ -458,6 +660,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="swap even when some images' originals are missing or unreadable "
                               "(they are left out); by default the old collection keeps serving")
     reindex.set_defaults(func=cmd_reindex)
+
+    models = sub.add_parser("models", help="list, show or delete the trained models of the registry")
+    actions = models.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every registered version, oldest first")
+    listing.add_argument("--json", action="store_true", help="the manifests as JSON")
+    listing.set_defaults(func=cmd_models)
+    show = actions.add_parser("show", help="a version's manifest: spec, metrics, artefacts")
+    show.add_argument("version", metavar="VERSION")
+    show.add_argument("--curves", metavar="PNG", help="also write its training curves to this file")
+    show.set_defaults(func=cmd_models)
+    remove = actions.add_parser(
+        "delete", help="delete a version (refused while the collection serves it)"
+    )
+    remove.add_argument("version", metavar="VERSION")
+    remove.add_argument("--yes", action="store_true", help="confirm: the deletion is final")
+    remove.add_argument("--collection",
+                        help="collection checked for serving it (default: settings)")
+    remove.set_defaults(func=cmd_models)
 
     serve = sub.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--host")
@@ -517,6 +737,36 @@ def build_parser() -> argparse.ArgumentParser:
                                                "and model)")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
+
+    training = sub.add_parser("train", help="fine-tune a backbone on a labelled folder")
+    training.add_argument("dataset", help="labelled folder: labels.json or <class>/<image> folders")
+    training.add_argument("--loss", choices=("hash", "triplet", "arcface"), default="hash",
+                          help="hash: classifier on a sigmoid latent layer of --bits bits (its "
+                               "codes serve hash_rerank); triplet (batch-hard) or arcface")
+    training.add_argument("--bits", type=int, choices=(48, 64, 128, 256), default=48)
+    training.add_argument("--epochs", type=int, default=10)
+    training.add_argument("--batch-size", type=int, default=32)
+    training.add_argument("--lr", type=float, default=1e-4,
+                          help="backbone learning rate (the new heads learn 10x faster)")
+    training.add_argument("--freeze", type=float, default=0.5,
+                          help="fraction of the backbone's parameters, input side, kept frozen")
+    training.add_argument("--patience", type=int, default=3,
+                          help="stop after this many epochs without a better validation mAP")
+    training.add_argument("--views", type=int, default=4,
+                          help="augmented views per image cached past the frozen layers")
+    training.add_argument("--val-fraction", type=float, default=0.2)
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--backbone", help="backbone name (default: settings' model.backbone)")
+    training.add_argument("--weights", help="start from this weights file")
+    training.add_argument("--out", help="artefact folder (default: <data_dir>/training/...)")
+    training.add_argument("--protocol", choices=("all", "half"), default="all",
+                          help="half: train on half of each class, then compare pretrained and "
+                               "fine-tuned on the held-out half")
+    training.add_argument("--register", action="store_true",
+                          help="store the model in the registry (lookalike models list)")
+    training.add_argument("--json", action="store_true", help="print the results as JSON")
+    training.add_argument("--no-progress", action="store_true")
+    training.set_defaults(func=cmd_train)
 
     bench = sub.add_parser("bench", help="benchmarks (results go to docs/BENCHMARKS.md)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)

@@ -23,7 +23,7 @@ from lookalike.ingestion.retry import RetryPolicy
 from lookalike.ingestion.whiten import load_whitening
 from lookalike.services.client import LookalikeClient
 from lookalike.services.remote_embedder import RemoteEmbedder
-from lookalike.services.search import QueryEmbedder, Reranking, SearchEngine
+from lookalike.services.search import ModelFollower, QueryEmbedder, Reranking, SearchEngine
 
 
 def embedder_from(settings: Settings, whitening: PCAWhitening | None = None) -> Embedder:
@@ -152,8 +152,9 @@ def collection_embedder_from(settings: Settings, blobs: BlobStore,
 
 
 def engine_from(settings: Settings, embedder: QueryEmbedder, store: MilvusVectorStore,
-                blobs: BlobStore) -> SearchEngine:
-    """A search engine over these components, with the retrieval settings' QE and verification."""
+                blobs: BlobStore, follower: ModelFollower | None = None) -> SearchEngine:
+    """A search engine over these components, with the retrieval settings' QE and verification;
+    `follower` gives it the models roll-outs stage, so it follows the collection to them."""
     retrieval = settings.retrieval
     return SearchEngine(
         embedder, store, blobs,
@@ -164,4 +165,5 @@ def engine_from(settings: Settings, embedder: QueryEmbedder, store: MilvusVector
             verify_top_n=retrieval.verify_top_n, min_inliers=retrieval.min_inliers,
             local_features=local_features_from(retrieval), max_pixels=settings.model.max_pixels,
         ),
+        follower=follower,
     )

@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "services": {"core", "embedder"},
     "ui": {"services.client"},
     "evaluation": {"core", "embedder", "ingestion", "services"},
+    "training": {"core", "embedder", "evaluation", "ingestion"},
 }
 
 

@@ -39,7 +39,9 @@ class Backbone:
 
     `fixed_size` is the only input size the architecture accepts (0: any size). `head` is the
     ImageNet classifier on average-pooled features (N x C -> N x classes), where the family has
-    one that takes them (for the semantic lever); None otherwise.
+    one that takes them (for the semantic lever); None otherwise. `root` is the full model
+    whose state dict a weights file holds (fine-tuning saves `root.state_dict()`, and
+    `build_backbone(name, weights=file)` loads it back); `features` and `head` are its parts.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Backbone:
     weights_id: str
     fixed_size: int = 0
     head: nn.Module | None = None
+    root: nn.Module | None = None
 
 
 Builder = Callable[[Path | None, int], "Backbone"]
@@ -127,7 +130,7 @@ def _efficientnet_lite(variant: int) -> Builder:
         return Backbone(
             name=f"efficientnet_lite{variant}", features=_LiteFeatures(net), channels=1280,
             input_size=input_size or _LITE_SIZES[variant], mean=LITE_MEAN, std=LITE_STD,
-            weights_id=weights_id, head=_child(net, "_fc"),
+            weights_id=weights_id, head=_child(net, "_fc"), root=net,
         )
 
     return build
@@ -273,6 +276,7 @@ def _torchvision(name: str) -> Builder:
             name=name, features=features, channels=channels,
             input_size=input_size or fixed or native, mean=IMAGENET_MEAN, std=IMAGENET_STD,
             weights_id=weights_id, fixed_size=fixed, head=_torchvision_head(name, model),
+            root=model,
         )
 
     return build
@@ -288,7 +292,7 @@ def _mobilenet_v2_offline(weights: Path | None, input_size: int) -> Backbone:
     return Backbone(
         name="mobilenet_v2", features=model.features, channels=1280, input_size=input_size or 224,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_id=weights_id,
-        head=_torchvision_head("mobilenet_v2", model),
+        head=_torchvision_head("mobilenet_v2", model), root=model,
     )
 
 

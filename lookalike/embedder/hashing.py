@@ -21,7 +21,9 @@ from lookalike.embedder.errors import EmbedderError
 F32 = NDArray[np.float32]
 Codes = NDArray[np.uint8]
 
-HASH_BITS = (64, 128, 256)
+# 48: the learned latent layer's size in Lin et al. (CVPRW 2015); Milvus binary vectors only
+# need a multiple of 8.
+HASH_BITS = (48, 64, 128, 256)
 FORMAT_VERSION = 1
 
 
@@ -160,6 +162,30 @@ def learn_itq(x: NDArray[np.floating], bits: int, iterations: int = 50, seed: in
         u, _s, wt = np.linalg.svd(v.T @ signs)
         rotation = u @ wt
     return ItqHash(mean.astype(np.float32), projection.astype(np.float32), rotation.astype(np.float32))
+
+
+def itq_from_linear(weight: NDArray[np.floating], bias: NDArray[np.floating]) -> ItqHash:
+    """The learned hash layer sigmoid(W x + b) > 0.5 (W: B x D, b: B) as an ItqHash artefact.
+
+    sigmoid(z) > 0.5 iff z > 0, and W x + b = W (x - m) with m = -pinv(W) b when W has full row
+    rank (W pinv(W) = I), so projection W^T, rotation I and mean m give the same bits; a
+    fine-tuned hash layer is then stored, loaded and served exactly like an ITQ hash.
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    b = np.asarray(bias, dtype=np.float64)
+    if w.ndim != 2 or b.shape != (w.shape[0],):
+        raise HashingError(f"need W (B x D) and b (B,), got {w.shape} and {b.shape}")
+    bits, dim = w.shape
+    if bits not in HASH_BITS:
+        raise HashingError(f"bits must be one of {HASH_BITS}, got {bits}")
+    if bits > dim or np.linalg.matrix_rank(w) < bits:
+        raise HashingError(
+            f"a {bits} x {dim} hash layer needs full row rank to be written as an ItqHash"
+        )
+    if not (np.isfinite(w).all() and np.isfinite(b).all()):
+        raise HashingError("hash layer weights contain NaN or infinite values")
+    mean = -np.linalg.pinv(w) @ b
+    return ItqHash(mean.astype(np.float32), w.T.astype(np.float32), np.eye(bits, dtype=np.float32))
 
 
 def hamming_distances(a: Codes, b: Codes) -> NDArray[np.int64]:

@@ -64,6 +64,12 @@ def hash_collection(
         itq = learn_itq(sample, bits, iterations=iterations, seed=seed)
     except HashingError as exc:
         raise ConfigError(f"cannot learn hash codes on {store.name!r}: {exc}") from exc
+    return HashResult(itq=itq, samples=len(sample), codes=write_codes(store, blobs, itq))
+
+
+def write_codes(store: MilvusVectorStore, blobs: BlobStore, itq: ItqHash) -> int:
+    """Store the hash `itq` (learned here, or a fine-tuned model's hash layer) under its key and
+    write every image's code with it; the codes written. Server only."""
+    check_supported(store.settings, "binary hash codes (BINARY_VECTOR)")
     blobs.put(hash_key(itq.id), itq.to_bytes(), "application/octet-stream")
-    codes = store.build_codes(itq, BATCH_SIZE)
-    return HashResult(itq=itq, samples=len(sample), codes=codes)
+    return store.build_codes(itq, BATCH_SIZE)

@@ -257,14 +257,17 @@ def reindex(
     allow_missing: bool = False,
     retry: RetryPolicy | None = None,
     progress: ProgressCallback | None = None,
+    prepare: Callable[[MilvusVectorStore], None] | None = None,
 ) -> ReindexReport:
     """Rebuild `store` with `embedder`'s model from the stored originals, then serve it.
 
     The new collection keeps `dba` (None: the live collection's DBA, if any). An image whose
     original is missing or cannot be decoded is reported and left out; the alias is then moved
-    only with `allow_missing` (the report's `swapped` says whether it was). Raises ConfigError
-    when the collection already holds this model's vectors, StoreUnavailable when a store stays
-    down.
+    only with `allow_missing` (the report's `swapped` says whether it was). `prepare` is called
+    with the new collection once the copy is complete, before the catch-up and the swap (a
+    roll-out writes hash codes there: served from the first search after the swap, and kept in
+    step by the catch-up's writes). Raises ConfigError when the collection already holds this
+    model's vectors, StoreUnavailable when a store stays down.
     """
     started = time.perf_counter()
     spec = embedder.spec.to_dict()
@@ -285,6 +288,8 @@ def reindex(
         notify("copied", report)
         if dba is not None:
             apply_dba_all(target, dba.k, dba.alpha)
+        if prepare is not None:
+            prepare(target)
         for _ in range(CATCH_UP_ROUNDS):
             changes = _catch_up(store, target, copier, batch_size, dba)
             notify("caught_up", report)

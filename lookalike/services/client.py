@@ -253,12 +253,68 @@ class EvalSummary:
     rows: list[EvalRow]
 
 
+@dataclass(frozen=True, slots=True)
+class TrainEpoch:
+    """One epoch of a training job: mean training loss, validation mAP after it, duration."""
+
+    epoch: int
+    train_loss: float
+    val_map: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSummary:
+    """A training job so far: its data and settings, the epochs run (the loss and validation
+    mAP curves), then the held-out comparison and the registered version.
+
+    The held-out mAPs are None until measured: of the pretrained backbone and the fine-tuned
+    model, and of the learned codes (Hamming search re-ranked in float) next to float search.
+    `comparison` holds every number the comparison measured, by name.
+    """
+
+    dataset: str
+    classes: int
+    images: int
+    backbone: str
+    loss: str
+    bits: int
+    epochs_planned: int
+    epochs: list[TrainEpoch]
+    best_epoch: int
+    stopped_early: bool
+    pretrained_map: float | None
+    finetuned_map: float | None
+    hashed_map: float | None
+    float_map: float | None
+    comparison: dict[str, float]
+    version: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A trained model version in the server's registry."""
+
+    version: str
+    created_at: int
+    backbone: str
+    weights_id: str
+    loss: str
+    bits: int
+    metrics: dict[str, float]
+    trained_on: str
+    size_bytes: int
+    serving: bool
+
+
 JOB_STATES_FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A background job on the server (ingest or evaluate) and how far it got."""
+    """A background job on the server (ingest, evaluate, train or rollout) and how far it got;
+    the summary of its kind (a roll-out has none: its progress and message say it all)."""
 
     id: str
     kind: str
@@ -273,6 +329,7 @@ class Job:
     finished_at: int
     ingest: IngestSummary | None
     evaluation: EvalSummary | None
+    training: TrainSummary | None = None
 
     @property
     def finished(self) -> bool:
@@ -308,7 +365,31 @@ def _job(j: pb.Job) -> Job:
     return Job(id=j.id, kind=j.kind, state=j.state, source=j.source, done=j.done, total=j.total,
                rate_per_s=j.rate_per_s, eta_s=j.eta_s, message=j.message,
                started_at=j.started_at, finished_at=j.finished_at, ingest=ingest,
-               evaluation=evaluation)
+               evaluation=evaluation,
+               training=_training(j.training) if j.HasField("training") else None)
+
+
+def _optional(message: Any, name: str) -> float | None:
+    return float(getattr(message, name)) if message.HasField(name) else None
+
+
+def _training(t: pb.TrainSummary) -> TrainSummary:
+    return TrainSummary(
+        dataset=t.dataset, classes=t.classes, images=t.images, backbone=t.backbone, loss=t.loss,
+        bits=t.bits, epochs_planned=t.epochs_planned,
+        epochs=[TrainEpoch(epoch=e.epoch, train_loss=e.train_loss, val_map=e.val_map,
+                           seconds=e.seconds) for e in t.epochs],
+        best_epoch=t.best_epoch, stopped_early=t.stopped_early,
+        pretrained_map=_optional(t, "pretrained_map"), finetuned_map=_optional(t, "finetuned_map"),
+        hashed_map=_optional(t, "hashed_map"), float_map=_optional(t, "float_map"),
+        comparison=dict(t.comparison), version=t.version, seconds=t.seconds,
+    )
+
+
+def _model(m: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(version=m.version, created_at=m.created_at, backbone=m.backbone,
+                     weights_id=m.weights_id, loss=m.loss, bits=m.bits, metrics=dict(m.metrics),
+                     trained_on=m.trained_on, size_bytes=m.size_bytes, serving=m.serving)
 
 
 def _collection(c: pb.CollectionSummary) -> CollectionSummary:
@@ -584,6 +665,30 @@ class LookalikeClient:
         """Start evaluating retrieval on a labelled folder on the server."""
         request = pb.StartEvaluationRequest(folder=folder, configs=list(configs), ablation=ablation)
         return _job(self._call(self._jobs.StartEvaluation, request, timeout_s))
+
+    def start_training(
+        self, folder: str, *, loss: str = "", bits: int = 0, epochs: int = 0, backbone: str = "",
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Start fine-tuning a model on a labelled folder on the server; when it finishes it
+        is compared with the pretrained one on the held-out half and registered. Unset
+        arguments: the server's defaults (hash loss, 48 bits, the served backbone)."""
+        request = pb.TrainRequest(folder=folder, loss=loss, bits=bits, epochs=epochs,
+                                  backbone=backbone)
+        return _job(self._call(self._jobs.StartTraining, request, timeout_s))
+
+    def start_rollout(
+        self, version: str, *, confirm: bool = False, timeout_s: float | None = None
+    ) -> Job:
+        """Start rebuilding the served collection with a registered model version, served once
+        complete; the server refuses it unless `confirm`."""
+        request = pb.RollOutRequest(version=version, confirm=confirm)
+        return _job(self._call(self._jobs.StartRollOut, request, timeout_s))
+
+    def list_models(self, timeout_s: float | None = None) -> list[ModelInfo]:
+        """The server's registered model versions, oldest first."""
+        response = self._call(self._jobs.ListModels, pb.ListModelsRequest(), timeout_s)
+        return [_model(m) for m in response.models]
 
     def get_job(self, job_id: str, timeout_s: float | None = None) -> Job:
         """A job's state and progress."""

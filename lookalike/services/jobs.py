@@ -1,11 +1,13 @@
-"""JobService: background ingest and evaluation jobs the server runs for its clients.
+"""JobService: background ingest, evaluation, training and roll-out jobs the server runs for
+its clients.
 
 The composition root hands the server `JobRunners`: one starter per kind of job. A starter
 checks its request and refuses it with a typed error (so the caller hears at once), or returns
 the work to run; the `JobRegistry` runs that work in a background thread, one job per kind at a
 time, and keeps the last finished jobs for clients to look at. Work reports its progress and
-summary through a `JobContext` and polls it for cancellation. Sources must lie inside the
-server's job roots (`server.job_roots`).
+summary through a `JobContext` and polls it for cancellation. Sources (and the labelled folders
+training reads) must lie inside the server's job roots (`server.job_roots`); a roll-out names a
+model version of the registry instead, which the runners also list.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import grpc
 
 from lookalike.core.errors import ConfigError, InvalidArgument, LookalikeError, NotFound
 from lookalike.embedder.errors import EmbedderError
+from lookalike.embedder.hashing import HASH_BITS
 from lookalike.services.errors import Overloaded
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -30,7 +33,14 @@ log = logging.getLogger("lookalike.jobs")
 
 KEEP_FINISHED = 50
 ROOTS_SETTING = "LOOKALIKE_SERVER__JOB_ROOTS"
-INGEST, EVALUATE = "ingest", "evaluate"
+INGEST, EVALUATE, TRAIN, ROLLOUT = "ingest", "evaluate", "train", "rollout"
+LOSSES = ("hash", "triplet", "arcface")
+DEFAULT_LOSS = "hash"
+# The learned hash layer is served as an ITQ artefact, so its bits are one of HASH_BITS; 48 is
+# the latent layer of Lin et al. (CVPRW 2015).
+DEFAULT_BITS = 48
+# A training job asking for more epochs is refused: on a CPU server it would run for days.
+MAX_EPOCHS = 200
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = (QUEUED, RUNNING)
@@ -90,7 +100,71 @@ class EvalSummary:
     rows: tuple[EvalRow, ...]
 
 
-Summary = IngestSummary | EvalSummary
+@dataclass(frozen=True, slots=True)
+class TrainEpoch:
+    """One epoch of a training job: its mean loss, validation mAP after it, and its duration."""
+
+    epoch: int
+    train_loss: float
+    val_map: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSummary:
+    """A training job so far: what it trains on and how, the epochs run (the curves), then the
+    held-out comparison with the pretrained model and the registered version."""
+
+    dataset: str
+    classes: int
+    images: int
+    backbone: str
+    loss: str
+    bits: int
+    epochs_planned: int
+    epochs: tuple[TrainEpoch, ...] = ()
+    best_epoch: int = 0
+    stopped_early: bool = False
+    # None until the comparison on the held-out half has measured them.
+    pretrained_map: float | None = None
+    finetuned_map: float | None = None
+    hashed_map: float | None = None
+    float_map: float | None = None
+    comparison: dict[str, float] = field(default_factory=dict)
+    version: str = ""
+    seconds: float = 0.0
+
+
+Summary = IngestSummary | EvalSummary | TrainSummary
+
+
+@dataclass(frozen=True, slots=True)
+class TrainParams:
+    """A training job's request, checked: a folder inside the job roots, a known loss, the hash
+    code's bits, at most this many epochs (0: the runner's default), a backbone ("": the
+    served model's)."""
+
+    folder: str
+    loss: str
+    bits: int
+    epochs: int
+    backbone: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A registered model version as ListModels shows it."""
+
+    version: str
+    created_at: float
+    backbone: str
+    weights_id: str
+    loss: str
+    bits: int
+    metrics: dict[str, float]
+    trained_on: str
+    size_bytes: int
+    serving: bool
 
 
 class JobContext:
@@ -110,11 +184,14 @@ class JobContext:
         if self.cancelled:
             raise JobCancelled
 
-    def progress(self, done: int, total: int | None = None) -> None:
-        """Units done so far, and the units expected (None: unknown)."""
+    def progress(self, done: int, total: int | None = None, message: str = "") -> None:
+        """Units done so far, the units expected (None: unknown), and what it is doing now
+        (kept when not given)."""
         with self._lock:
             self._job.done = done
             self._job.total = total or 0
+            if message:
+                self._job.message = message
 
     def report(self, message: str = "", summary: Summary | None = None) -> None:
         """What the job is doing now, and its summary so far (each kept when not given)."""
@@ -130,14 +207,24 @@ JobWork = Callable[[JobContext], None]
 IngestStarter = Callable[[str], JobWork]
 # (folder, configuration names, ablation) -> work; raises a typed error to refuse the job.
 EvalStarter = Callable[[str, Sequence[str], bool], JobWork]
+# (checked request) -> work; raises a typed error to refuse the job.
+TrainStarter = Callable[[TrainParams], JobWork]
+# (model version) -> work; raises a typed error (NotFound naming the known versions) to refuse.
+RollOutStarter = Callable[[str], JobWork]
+# The registry's versions, oldest first.
+ModelLister = Callable[[], Sequence[ModelInfo]]
 
 
 @dataclass(frozen=True, slots=True)
 class JobRunners:
-    """What the composition root hands the server to run jobs with: a starter per kind."""
+    """What the composition root hands the server to run jobs with: a starter per kind, and
+    the model registry's listing (the versions a roll-out may name)."""
 
     ingest: IngestStarter
     evaluate: EvalStarter
+    train: TrainStarter
+    rollout: RollOutStarter
+    models: ModelLister
 
 
 @dataclass(slots=True)
@@ -152,6 +239,8 @@ class _Job:
     started_at: float = field(default_factory=time.time)
     finished_at: float = 0.0
     summary: Summary | None = None
+    # Why the job cannot be stopped part way ("": it can).
+    cancel_refusal: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)
@@ -200,6 +289,23 @@ def allowed_source(source: str, roots: Sequence[str]) -> str:
     return str(resolved)
 
 
+def train_params(folder: str, loss: str, bits: int, epochs: int, backbone: str) -> TrainParams:
+    """A training request checked (unset loss: hash, unset bits: 48); InvalidArgument naming
+    what is wrong."""
+    loss = loss.strip() or DEFAULT_LOSS
+    if loss not in LOSSES:
+        raise InvalidArgument(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    bits = bits or DEFAULT_BITS
+    if bits not in HASH_BITS:
+        raise InvalidArgument(f"the hash code has {', '.join(map(str, HASH_BITS))} bits "
+                              f"(0: {DEFAULT_BITS}), not {bits}")
+    if not 0 <= epochs <= MAX_EPOCHS:
+        raise InvalidArgument(f"epochs must lie between 1 and {MAX_EPOCHS} (or be 0 for the "
+                              f"default), got {epochs}")
+    return TrainParams(folder=folder, loss=loss, bits=bits, epochs=epochs,
+                       backbone=backbone.strip())
+
+
 class JobRegistry:
     """Jobs running in background threads, one per kind at a time, and the last finished ones.
 
@@ -225,11 +331,15 @@ class JobRegistry:
                 "finish or cancel it first"
             )
 
-    def start(self, kind: str, source: str, work: JobWork) -> pb.Job:
-        """Run `work` in the background as a new job; JobBusy when one of this kind runs."""
+    def start(self, kind: str, source: str, work: JobWork, *, cancel_refusal: str = "") -> pb.Job:
+        """Run `work` in the background as a new job; JobBusy when one of this kind runs.
+
+        With a `cancel_refusal`, asking the job to stop is refused with that reason (work that
+        must not stop part way, and does not poll for it)."""
         with self._lock:
             self._require_free(kind)
-            job = _Job(id=uuid.uuid4().hex[:12], kind=kind, source=source)
+            job = _Job(id=uuid.uuid4().hex[:12], kind=kind, source=source,
+                       cancel_refusal=cancel_refusal)
             self._jobs[job.id] = job
             job.thread = threading.Thread(target=self._run, args=(job, work),
                                           name=f"job-{kind}-{job.id}", daemon=True)
@@ -247,9 +357,12 @@ class JobRegistry:
             return [_job_pb(j) for j in reversed(self._jobs.values())]
 
     def cancel(self, job_id: str) -> pb.Job:
-        """Ask a job to stop (its work stops at its next check); a finished job is unchanged."""
+        """Ask a job to stop (its work stops at its next check); a finished job is unchanged;
+        InvalidArgument for a running job that cannot stop part way."""
         with self._lock:
             job = self._find(job_id)
+            if job.state in ACTIVE and job.cancel_refusal:
+                raise InvalidArgument(job.cancel_refusal)
             if job.state in ACTIVE:
                 job.cancel.set()
                 job.message = "cancelling: finishing the batch in flight"
@@ -336,6 +449,26 @@ def _summary_pb(out: pb.Job, summary: Summary | None) -> None:
                              pk_curve=list(r.pk_curve), per_class_ap=r.per_class_ap)
                   for r in summary.rows],
         ))
+    elif isinstance(summary, TrainSummary):
+        out.training.CopyFrom(pb.TrainSummary(
+            dataset=summary.dataset, classes=summary.classes, images=summary.images,
+            backbone=summary.backbone, loss=summary.loss, bits=summary.bits,
+            epochs_planned=summary.epochs_planned,
+            epochs=[pb.TrainEpoch(epoch=e.epoch, train_loss=e.train_loss, val_map=e.val_map,
+                                  seconds=e.seconds) for e in summary.epochs],
+            best_epoch=summary.best_epoch, stopped_early=summary.stopped_early,
+            pretrained_map=summary.pretrained_map, finetuned_map=summary.finetuned_map,
+            hashed_map=summary.hashed_map, float_map=summary.float_map,
+            comparison=summary.comparison, version=summary.version, seconds=summary.seconds,
+        ))
+
+
+def _model_pb(model: ModelInfo) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        version=model.version, created_at=int(model.created_at), backbone=model.backbone,
+        weights_id=model.weights_id, loss=model.loss, bits=model.bits, metrics=model.metrics,
+        trained_on=model.trained_on, size_bytes=model.size_bytes, serving=model.serving,
+    )
 
 
 def _job_pb(job: _Job) -> pb.Job:
@@ -350,7 +483,8 @@ def _job_pb(job: _Job) -> pb.Job:
 
 
 class JobServicer(pb_grpc.JobServiceServicer):
-    """StartIngest, StartEvaluation, GetJob, ListJobs, CancelJob.
+    """StartIngest, StartEvaluation, StartTraining, StartRollOut, ListModels, GetJob, ListJobs,
+    CancelJob.
 
     Sources are checked against `roots` (server.job_roots) when a job starts; without `runners`
     or roots, jobs are refused.
@@ -387,6 +521,48 @@ class JobServicer(pb_grpc.JobServiceServicer):
         self.registry.require_free(EVALUATE)
         work = runners.evaluate(folder, list(request.configs), request.ablation)
         return self.registry.start(EVALUATE, folder, work)
+
+    def StartTraining(
+        self, request: pb.TrainRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        """Check the folder and settings, then fine-tune, compare and register in the
+        background."""
+        runners = self._require_runners()
+        folder = allowed_source(request.folder, self._roots)
+        if not Path(folder).is_dir():
+            raise InvalidArgument(f"{folder} is not a folder: training reads a labelled folder")
+        params = train_params(folder, request.loss, request.bits, request.epochs,
+                              request.backbone)
+        self.registry.require_free(TRAIN)
+        return self.registry.start(TRAIN, folder, runners.train(params))
+
+    def StartRollOut(
+        self, request: pb.RollOutRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        """Check the version and the confirmation, then re-index the served collection with
+        that model in the background and swap it in."""
+        runners = self._require_runners()
+        version = request.version.strip()
+        if not version:
+            raise InvalidArgument("give the model version to roll out (ListModels names them)")
+        if not request.confirm:
+            raise InvalidArgument(
+                f"rolling out {version} rebuilds the served collection with that model and then "
+                "serves it: confirm to go ahead"
+            )
+        self.registry.require_free(ROLLOUT)
+        return self.registry.start(
+            ROLLOUT, version, runners.rollout(version),
+            cancel_refusal=(f"the roll-out to {version} cannot be stopped part way; the current "
+                            "collection serves until the new one is complete, and stays for a "
+                            "rollback after the swap"))
+
+    def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
+    ) -> pb.ListModelsResponse:
+        """The model registry's versions, oldest first."""
+        runners = self._require_runners()
+        return pb.ListModelsResponse(models=[_model_pb(m) for m in runners.models()])
 
     def GetJob(
         self, request: pb.GetJobRequest, context: grpc.ServicerContext

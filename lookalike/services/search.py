@@ -9,10 +9,10 @@ matches move up). Both default to the settings and can be switched per query.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,6 +55,14 @@ class QueryEmbedder(Protocol):
 
     def embed_bytes(self, blobs: Sequence[bytes]) -> list[EmbedOutcome]:
         """One outcome per encoded image, in order."""
+        ...
+
+
+class ModelFollower(Protocol):
+    """Where the engine finds the model a collection serves after a roll-out moved its alias."""
+
+    def served_for(self, spec: Mapping[str, Any]) -> QueryEmbedder | None:
+        """The embedder, as served, of the model with this spec; None when none is staged."""
         ...
 
 
@@ -172,8 +180,10 @@ class SearchEngine:
         max_top_k: int,
         presign_expiry_s: int,
         reranking: Reranking | None = None,
+        follower: ModelFollower | None = None,
     ) -> None:
         self.embedder = embedder
+        self.follower = follower
         self.store = store
         self.blobs = blobs
         self.max_top_k = max_top_k
@@ -184,7 +194,8 @@ class SearchEngine:
     def with_embedder(self, embedder: QueryEmbedder) -> SearchEngine:
         """The same engine over another embedder (a batching or remote one)."""
         return SearchEngine(embedder, self.store, self.blobs, max_top_k=self.max_top_k,
-                            presign_expiry_s=self.presign_expiry_s, reranking=self.reranking)
+                            presign_expiry_s=self.presign_expiry_s, reranking=self.reranking,
+                            follower=self.follower)
 
     @property
     def dim(self) -> int:
@@ -376,10 +387,17 @@ class SearchEngine:
         return _Prepared(np.asarray(stored, dtype=np.float32)[None, :], (query.image_id,))
 
     def _check_model(self) -> None:
-        """Refuse image queries once the collection serves another model (a re-index moved its
-        alias): their descriptors would not compare with the stored ones."""
+        """Follow the collection to the model a roll-out staged for it, or refuse image queries
+        once it serves another model (a re-index moved its alias): their descriptors would not
+        compare with the stored ones."""
         live = self.store.live_spec()
         if live and live != self.embedder.spec.to_dict():
+            staged = self.follower.served_for(live) if self.follower is not None else None
+            if staged is not None:
+                # One attribute store: a query in flight finishes with the model it started.
+                self.embedder = staged
+                self._dim = None
+                return
             raise ModelSpecMismatch(
                 f"collection {self.store.name!r} now serves vectors of another model "
                 f"({live.get('backbone')}, dim {live.get('dim')}), but this server embeds "

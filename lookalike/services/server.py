@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -25,8 +26,9 @@ from lookalike.services.health import Check, HealthChecker
 from lookalike.services.interceptors import ErrorMappingInterceptor
 from lookalike.services.jobs import JobRegistry, JobRunners, JobServicer
 from lookalike.services.metrics import MetricsEndpoint, ServerMetrics, serve_metrics
+from lookalike.services.model_switch import ModelSwitch
 from lookalike.services.remote_embedder import RemoteEmbedder
-from lookalike.services.search import SearchEngine
+from lookalike.services.search import QueryEmbedder, SearchEngine
 from lookalike.services.servicers import CatalogServicer, EmbedServicer, SearchServicer
 
 SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
@@ -48,7 +50,8 @@ class RunningServer:
     checker: HealthChecker
     metrics: ServerMetrics
     metrics_endpoint: MetricsEndpoint | None = None
-    batched: BatchedEmbedder | None = None
+    # The served model's batcher and those of models roll-outs staged; closed on stop.
+    batchers: list[BatchedEmbedder] = field(default_factory=list)
     jobs: JobRegistry | None = None
     tls: bool = False
     stopped: bool = False
@@ -76,8 +79,8 @@ class RunningServer:
         if self.jobs is not None:
             self.jobs.shutdown(grace_s)
         self.server.stop(grace_s).wait()
-        if self.batched is not None:
-            self.batched.close()
+        for batcher in self.batchers:
+            batcher.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
 
@@ -154,15 +157,24 @@ def _listen(server: grpc.Server, settings: ServerSettings) -> tuple[int, bool]:
     return server.add_insecure_port(address), False
 
 
-def _batched(engine: SearchEngine, settings: ServerSettings,
-             metrics: ServerMetrics) -> BatchedEmbedder | None:
-    if not settings.batching:
-        return None
-    return BatchedEmbedder(
-        engine.embedder, max_batch=settings.batch_max_size,
-        max_wait_s=settings.batch_max_wait_ms / 1000.0, max_queued=settings.batch_queue_size,
-        metrics=metrics,
-    )
+def _batching(
+    settings: ServerSettings, metrics: ServerMetrics, batchers: list[BatchedEmbedder]
+) -> Callable[[QueryEmbedder], QueryEmbedder]:
+    """How the server serves an embedder: behind a dynamic batcher (kept in `batchers`, to be
+    closed on stop) when batching is on, as it is otherwise."""
+
+    def serve(embedder: QueryEmbedder) -> QueryEmbedder:
+        if not settings.batching:
+            return embedder
+        batcher = BatchedEmbedder(
+            embedder, max_batch=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000.0,
+            max_queued=settings.batch_queue_size, metrics=metrics,
+        )
+        batchers.append(batcher)
+        return batcher
+
+    return serve
 
 
 def start_server(
@@ -183,9 +195,13 @@ def start_server(
     if isinstance(engine.embedder, Embedder):
         engine.embedder.load()
         metrics.model_load_seconds.set(engine.embedder.load_seconds)
-    batched = _batched(engine, settings, metrics)
-    if batched is not None:
-        engine = engine.with_embedder(batched)
+    batchers: list[BatchedEmbedder] = []
+    serve = _batching(settings, metrics, batchers)
+    if settings.batching:
+        engine = engine.with_embedder(serve(engine.embedder))
+    if isinstance(engine.follower, ModelSwitch):
+        # Models a roll-out stages are served like this one: batched, with the same metrics.
+        engine.follower.wrap_with(serve)
     max_bytes = settings.max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
@@ -204,12 +220,12 @@ def start_server(
     try:
         port, tls = _listen(server, settings)
     except ConfigError:
-        if batched is not None:
-            batched.close()
+        for batcher in batchers:
+            batcher.close()
         raise
     if port == 0:
-        if batched is not None:
-            batched.close()
+        for batcher in batchers:
+            batcher.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     checker = _health_checker(health_servicer, engine, settings)
     endpoint = (serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
@@ -217,5 +233,5 @@ def start_server(
     server.start()
     checker.start()
     return RunningServer(server=server, port=port, health=health_servicer, checker=checker,
-                         metrics=metrics, metrics_endpoint=endpoint, batched=batched,
+                         metrics=metrics, metrics_endpoint=endpoint, batchers=batchers,
                          jobs=job_servicer.registry, tls=tls)

@@ -11,12 +11,20 @@ from typing import Literal
 import streamlit as st
 
 from lookalike.services.client import BadFile, ClientError, Job, LookalikeClient
-from lookalike.ui.resources import forget_client, ingested_text, markdown_text, show_error
+from lookalike.ui.resources import (
+    forget_client,
+    ingested_text,
+    markdown_text,
+    page_client,
+    show_error,
+    sidebar_status,
+)
 
 # How often the live view asks the server how a running job is doing.
 POLL_S = 1.0
 RECENT_JOBS = 10
-KIND_NAMES = {"ingest": "Ingest", "evaluate": "Evaluation"}
+KIND_NAMES = {"ingest": "Ingest", "evaluate": "Evaluation", "train": "Training",
+              "rollout": "Roll-out"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,23 @@ def recover(client: LookalikeClient, exc: ClientError, action: str, key: str) ->
     if exc.unreachable:
         forget_client(client)
         st.button("Try again", key=key, icon=":material/refresh:")
+
+
+def open_job_page(title: str, caption: str, prefix: str) -> tuple[LookalikeClient, list[Job]] | None:
+    """A job page's head: its title and caption, the client and the sidebar, and the server's
+    jobs; None, with the reason shown, when there is no client or the jobs cannot be listed."""
+    st.title(title)
+    st.caption(caption)
+    client = page_client()
+    if client is None:
+        return None
+    sidebar_status(client)
+    try:
+        jobs = client.list_jobs()
+    except ClientError as exc:
+        recover(client, exc, "job listing", f"{prefix}_retry")
+        return None
+    return client, jobs
 
 
 def duration_text(seconds: float) -> str:
@@ -185,7 +210,7 @@ def _cancel(client: LookalikeClient, job_id: str, outcome_key: str) -> None:
 
 @st.fragment(run_every=POLL_S)
 def _live(client: LookalikeClient, job_id: str, prefix: str, unit: str,
-          details: Callable[[Job], None]) -> None:
+          details: Callable[[Job], None], cancellable: bool = True) -> None:
     """The running job, asked for again every POLL_S; the whole page reruns once it stops."""
     try:
         job = client.get_job(job_id)
@@ -195,6 +220,8 @@ def _live(client: LookalikeClient, job_id: str, prefix: str, unit: str,
     if job.finished:
         st.rerun()
     job_panel(job, unit, details)
+    if not cancellable:
+        return
     st.button("Cancel job", key=f"{prefix}_cancel", icon=":material/stop_circle:",
               on_click=_cancel, args=(client, job.id, f"{prefix}_cancel_outcome"),
               help="Stop after the current batch; what it already stored stays.")
@@ -216,11 +243,13 @@ def adopt_running(jobs: list[Job], kind: str, key: str) -> None:
 def follow_job(
     client: LookalikeClient, key: str, *, prefix: str, unit: str,
     details: Callable[[Job], None], result: Callable[[Job], None], idle_hint: str,
+    cancellable: bool = True,
 ) -> None:
     """The job whose id session state keeps under `key`: live while it runs, then `result`.
 
     `details` shows its counters (live and at the end); `idle_hint` shows when there is none;
-    `prefix` starts the keys of the view's widgets (`<prefix>_cancel`).
+    `prefix` starts the keys of the view's widgets (`<prefix>_cancel`); a job that cannot stop
+    part way (not `cancellable`) gets no Cancel button.
     """
     job_id = st.session_state.get(key)
     if not job_id:
@@ -237,7 +266,7 @@ def follow_job(
         recover(client, exc, "progress check", f"{prefix}_retry_job")
         return
     if not job.finished:
-        _live(client, job.id, prefix, unit, details)
+        _live(client, job.id, prefix, unit, details, cancellable)
         return
     job_panel(job, unit, details)
     result(job)

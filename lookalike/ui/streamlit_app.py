@@ -16,6 +16,7 @@ st.navigation({
     "Operate": [
         st.Page("app_pages/ingest.py", title="Ingest", icon=":material/upload:"),
         st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("app_pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"),
     ],
 }).run()

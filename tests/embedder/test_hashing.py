@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from lookalike.embedder.errors import EmbedderError
-from lookalike.embedder.hashing import HASH_BITS, HashingError, ItqHash, hamming_distances, learn_itq
+from lookalike.embedder.hashing import (
+    HASH_BITS,
+    HashingError,
+    ItqHash,
+    hamming_distances,
+    itq_from_linear,
+    learn_itq,
+)
 
 
 def _l2n(x: np.ndarray) -> np.ndarray:
@@ -121,7 +128,7 @@ def test_hamming_distances_count_differing_bits() -> None:
 def test_learning_refuses_what_it_cannot_learn_from() -> None:
     x = _clustered(d=128)
     assert issubclass(HashingError, EmbedderError)
-    with pytest.raises(HashingError, match=r"bits must be one of \(64, 128, 256\), got 100"):
+    with pytest.raises(HashingError, match=r"bits must be one of \(48, 64, 128, 256\), got 100"):
         learn_itq(x, 100)
     with pytest.raises(HashingError, match="256 bits from descriptors of dimension 128"):
         learn_itq(x, 256)
@@ -175,3 +182,22 @@ def test_loading_refuses_malformed_artefacts() -> None:
         ItqHash.from_bytes(_npz(**{**good, "rotation": h.rotation[:32, :32]}))
     with pytest.raises(HashingError, match="mean must have shape \\(128,\\)"):
         ItqHash.from_bytes(_npz(**{**good, "mean": h.mean[:10]}))
+
+
+def test_a_linear_hash_layer_is_an_itq_hash_with_the_same_codes() -> None:
+    """sigmoid(W x + b) > 0.5 bit for bit, for the 48 bits of a learned latent layer."""
+    rng = np.random.default_rng(5)
+    x = _clustered(n=500, d=96)
+    w = rng.normal(size=(48, 96)).astype(np.float32)
+    b = rng.normal(scale=0.3, size=48).astype(np.float32)
+    h = itq_from_linear(w, b)
+    expected = 1.0 / (1.0 + np.exp(-(x.astype(np.float64) @ w.T + b))) > 0.5
+    assert h.bits == 48
+    assert np.array_equal(np.unpackbits(h.encode(x), axis=1).astype(bool), expected)
+    assert ItqHash.from_bytes(h.to_bytes()).id == h.id
+
+
+def test_a_rank_deficient_linear_hash_layer_is_rejected() -> None:
+    w = np.ones((48, 96), dtype=np.float32)
+    with pytest.raises(HashingError, match="full row rank"):
+        itq_from_linear(w, np.zeros(48, dtype=np.float32))

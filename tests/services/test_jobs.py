@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -18,12 +20,14 @@ from PIL import Image
 
 from lookalike.compose import blobs_from, engine_from, store_from
 from lookalike.core.blob_store import BlobStore
+from lookalike.core.errors import InvalidArgument
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
 from lookalike.server_jobs import job_runners_from
 from lookalike.services.client import ClientError, Job, LookalikeClient
-from lookalike.services.jobs import JobRunners
+from lookalike.services.jobs import JobContext, JobRegistry, JobRunners
+from lookalike.services.model_switch import ModelSwitch
 from lookalike.services.remote_embedder import RemoteEmbedder
 from lookalike.services.server import start_server
 from tests.conftest import TEST_MODEL, encode, free_port, gradient_image
@@ -44,12 +48,14 @@ class Served:
 
 @contextmanager
 def serve(settings: Settings, store: MilvusVectorStore, blobs: BlobStore, embedder: Embedder,
-          roots: Sequence[Path], runners: JobRunners | None = None) -> Iterator[LookalikeClient]:
-    """A server on 127.0.0.1 running jobs under `roots`, and a client of it."""
+          roots: Sequence[Path], runners: JobRunners | None = None,
+          switch: ModelSwitch | None = None) -> Iterator[LookalikeClient]:
+    """A server on 127.0.0.1 running jobs under `roots`, and a client of it; with `switch`, it
+    follows its collection to the models roll-outs stage (as `lookalike serve` does)."""
     running = start_server(
-        engine_from(settings, embedder, store, blobs),
+        engine_from(settings, embedder, store, blobs, follower=switch),
         ServerSettings(host="127.0.0.1", port=0, job_roots=[str(r) for r in roots]),
-        jobs=runners or job_runners_from(settings, embedder, store, blobs),
+        jobs=runners or job_runners_from(settings, embedder, store, blobs, switch),
     )
     try:
         with LookalikeClient(running.address, timeout_s=30) as client:
@@ -286,3 +292,191 @@ def test_unknown_job_is_not_found(served: Served) -> None:
         with pytest.raises(ClientError) as unknown:
             call("no-such-job")
         assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def write_colour_classes(folder: Path, per_class: int = 16,
+                         colours: dict[str, tuple[int, int, int]] | None = None) -> Path:
+    """<class>/<image> sub-folders of small noisy images, one colour per class (16 each: the
+    fewest a training job takes, with half held out and two validation images)."""
+    colours = colours or {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    for c, (name, rgb) in enumerate(colours.items()):
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            (folder / name / f"{i}.png").write_bytes(
+                encode(noisy_colour(rgb, 100 * c + i), "PNG"))
+    return folder
+
+
+class SearchLoop:
+    """Searches by image in a thread until told to stop, recording every failure."""
+
+    def __init__(self, client: LookalikeClient, image: bytes) -> None:
+        self.client = client
+        self.image = image
+        self.count = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._after = float("inf")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.client.search(image=self.image, top_k=3)
+            except ClientError as exc:
+                self.failures.append(f"{exc.code}: {exc.message}")
+            self.count += 1
+            if time.monotonic() > self._after:
+                self._stop.set()
+
+    def until_after(self, moment: float) -> None:
+        """Stop after the first search that starts after `moment` (one across the swap)."""
+        self._after = moment
+
+    def __enter__(self) -> SearchLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._thread.join(timeout=60)
+        self._stop.set()
+
+
+def test_training_and_rollout_refusals_say_what_is_wrong(served: Served, tmp_path: Path) -> None:
+    """Training outside the roots, with an unknown loss, bits or backbone, or on too few images
+    is INVALID_ARGUMENT; a roll-out of an unknown version is NOT_FOUND, one unconfirmed
+    INVALID_ARGUMENT; nothing starts."""
+    folder = write_colour_classes(served.root / "refusals")
+    outside = write_colour_classes(tmp_path / "outside")
+    one_class = write_colour_classes(served.root / "one-class", colours={"red": (220, 30, 30)})
+    few = write_colour_classes(served.root / "few", per_class=3)
+    jobs_before = len(served.client.list_jobs())
+    refusals: list[tuple[tuple[str, dict[str, Any]], str]] = [
+        ((str(outside), {}), "outside the job roots"),
+        ((str(folder), {"loss": "softmax"}), "unknown loss 'softmax'"),
+        ((str(folder), {"bits": 32}), "not 32"),
+        ((str(folder), {"epochs": 10_000}), "epochs must lie between"),
+        ((str(folder), {"backbone": "no_such_net"}), "unknown backbone 'no_such_net'"),
+        ((str(one_class), {}), "at least 2 classes"),
+        ((str(few), {}), "has 3 images"),
+    ]
+    for (source, options), reason in refusals:
+        with pytest.raises(ClientError) as refused:
+            served.client.start_training(source, **options)
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT, (options, refused.value)
+        assert reason in refused.value.message, refused.value.message
+
+    with pytest.raises(ClientError) as unknown:
+        served.client.start_rollout("v999", confirm=True)
+    assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+    assert "v999" in unknown.value.message
+    with pytest.raises(ClientError) as unconfirmed:
+        served.client.start_rollout("v1")
+    assert unconfirmed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "confirm" in unconfirmed.value.message
+    assert len(served.client.list_jobs()) == jobs_before
+
+
+def test_training_job_compares_registers_and_rolls_out(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """A cancelled training run registers nothing; a 1-epoch run on 3 classes of 16 tiny images
+    reports each epoch, the held-out comparison and the version it registered; rolling the
+    collection out to that version re-indexes every image with the trained model, which the
+    registry then lists as serving, while searches by image keep answering: the server follows
+    the collection to the trained model with no restart and no failed search, and ingests with
+    it afterwards."""
+    settings = Settings(data_dir=tmp_path / "data", model=TEST_MODEL)
+    store = store_from(settings, embedder)
+    blobs = blobs_from(settings)
+    root = tmp_path / "root"
+    folder = write_colour_classes(root / "colours")
+    with serve(settings, store, blobs, embedder, [root], switch=ModelSwitch()) as client:
+        ingest = wait_finished(client, client.start_ingest(str(folder)).id)
+        assert ingest.ingest is not None
+        assert ingest.ingest.added == 48
+        assert client.list_models() == []
+
+        started = client.start_training(str(folder), epochs=5, backbone="mobilenet_v2")
+        client.cancel_job(started.id)
+        cancelled = wait_finished(client, started.id)
+        assert cancelled.state == "cancelled", cancelled.message
+        assert client.list_models() == []
+
+        job = wait_finished(client, client.start_training(
+            str(folder), epochs=1, backbone="mobilenet_v2").id)
+        assert (job.kind, job.state, job.source) == ("train", "succeeded", str(folder)), job.message
+        summary = job.training
+        assert summary is not None
+        assert (summary.dataset, summary.classes, summary.images) == ("colours", 3, 48)
+        assert (summary.backbone, summary.loss, summary.bits) == ("mobilenet_v2", "hash", 48)
+        assert [e.epoch for e in summary.epochs] == [0, 1]
+        assert np.isfinite(summary.epochs[1].train_loss)
+        assert all(0.0 <= e.val_map <= 1.0 for e in summary.epochs)
+        for score in (summary.pretrained_map, summary.finetuned_map, summary.hashed_map,
+                      summary.float_map):
+            assert score is not None
+            assert 0.0 <= score <= 1.0
+        assert summary.comparison["finetuned.map"] == summary.finetuned_map
+        assert summary.version == "v1"
+        assert "registered as v1" in job.message
+        assert (job.done, job.total) == (1, 1)
+
+        [model] = client.list_models()
+        assert (model.version, model.backbone, model.loss, model.bits) == (
+            "v1", "mobilenet_v2", "hash", 48)
+        assert model.weights_id.startswith("sha256:")
+        assert model.metrics["finetuned_map"] == summary.finetuned_map
+        assert model.trained_on.startswith("colours (3 classes")
+        assert model.size_bytes > 0
+        assert not model.serving
+
+        query = (folder / "red" / "0.png").read_bytes()
+        searches = SearchLoop(client, query)
+        with searches:
+            rollout = wait_finished(client, client.start_rollout("v1", confirm=True).id)
+            searches.until_after(time.monotonic())
+        assert (rollout.kind, rollout.state, rollout.source) == ("rollout", "succeeded", "v1"), \
+            rollout.message
+        assert (rollout.done, rollout.total) == (48, 48)
+        assert [m.serving for m in client.list_models()] == [True]
+        assert store.live_spec()["weights"] == model.weights_id
+        assert "This server embeds with it now" in rollout.message
+        assert "LOOKALIKE_MODEL__WEIGHTS=" in rollout.message
+        assert searches.failures == []
+        assert searches.count >= 2
+        # The query image is stored: the trained model finds it first, as the old one did.
+        after = client.search(image=query, top_k=3)
+        assert after.hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert after.hits[0].source.endswith("red/0.png")
+        write_images(root / "late", [900, 901])
+        late = wait_finished(client, client.start_ingest(str(root / "late")).id)
+        assert late.state == "succeeded", late.message
+        assert late.ingest is not None
+        assert late.ingest.added == 2
+        assert store.count() == 50
+        assert store.live_spec()["weights"] == model.weights_id
+        with pytest.raises(ClientError) as again:
+            client.start_rollout("v1", confirm=True)
+        assert again.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "already serves v1" in again.value.message
+
+
+def test_a_job_that_cannot_stop_part_way_refuses_cancel() -> None:
+    """Cancelling a running job started with a refusal (a roll-out) is INVALID_ARGUMENT with
+    that reason, and the job runs on to succeed."""
+    registry = JobRegistry()
+    release = threading.Event()
+
+    def work(job: JobContext) -> None:
+        release.wait(JOB_TIMEOUT_S)
+
+    job = registry.start("rollout", "v1", work, cancel_refusal="cannot stop part way")
+    with pytest.raises(InvalidArgument, match="cannot stop part way"):
+        registry.cancel(job.id)
+    release.set()
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while registry.get(job.id).state in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert registry.get(job.id).state == "succeeded"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -15,6 +17,7 @@ from lookalike.core.settings import ServerSettings
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items
 from lookalike.server_jobs import job_runners_from
+from lookalike.services.model_switch import ModelSwitch
 from lookalike.services.server import start_server
 from tests.conftest import free_port, make_settings
 
@@ -39,11 +42,13 @@ def demo_server(
     )
     assert (report.added, report.failed) == (DEMO_COUNT, [])
     tokens = [SecretStr(token)] if token else []
+    switch = ModelSwitch()
     running = start_server(
-        engine_from(settings, embedder, store, blobs),
+        # As `lookalike serve`: the server follows its collection to a rolled-out model.
+        engine_from(settings, embedder, store, blobs, follower=switch),
         ServerSettings(host="127.0.0.1", port=port, tokens=tokens,
                        job_roots=[str(root) for root in job_roots]),
-        jobs=job_runners_from(settings, embedder, store, blobs),
+        jobs=job_runners_from(settings, embedder, store, blobs, switch),
     )
     try:
         yield running.address
@@ -64,3 +69,40 @@ def open_app(monkeypatch: pytest.MonkeyPatch, address: str, page: str = "") -> A
     if page:
         at.switch_page(f"app_pages/{page}")
     return at.run()
+
+
+def table(at: AppTest, first_column: str) -> Any:
+    """The one table on the page whose first column is `first_column` (read-only tables carry
+    no key in AppTest)."""
+    found = [d.value for d in at.dataframe if list(d.value.columns)[:1] == [first_column]]
+    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
+    return found[0]
+
+
+def run_until_finished(at: AppTest, timeout_s: float = 180.0) -> AppTest:
+    """Rerun the page, as the live views' polling does, until no job it follows still runs."""
+    deadline = time.monotonic() + timeout_s
+    while not at.status or any(s.state == "running" for s in at.status):
+        assert time.monotonic() < deadline, f"job still running after {timeout_s} s"
+        assert not at.exception, at.exception
+        time.sleep(0.3)
+        at.run()
+    return at
+
+
+@pytest.fixture(scope="module")
+def job_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one folder the module's job server may run jobs on."""
+    return tmp_path_factory.mktemp("job-root")
+
+
+@pytest.fixture(scope="module")
+def job_server_address(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    embedder: Embedder, demo_dir: Path, job_root: Path,
+) -> Iterator[str]:
+    """One demo server, allowed to run jobs under `job_root`, for every test in a module."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with demo_server(tmp_path_factory.mktemp(name), embedder, demo_dir,
+                     job_roots=[job_root]) as address:
+        yield address

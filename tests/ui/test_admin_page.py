@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from lookalike.embedder.runtime import Embedder
-from tests.ui.conftest import DEMO_COUNT, closed_port_address, demo_server, open_app
+from tests.ui.conftest import DEMO_COUNT, closed_port_address, demo_server, open_app, table
 
 PAGE = "admin.py"
 # The demo photos of one label (brick, grass, gravel).
@@ -38,14 +37,6 @@ def metric(at: AppTest, label: str) -> str:
     values = [m.value for m in at.metric if m.label == label]
     assert len(values) == 1, [m.label for m in at.metric]
     return values[0]
-
-
-def table(at: AppTest, first_column: str) -> Any:
-    """The one table on the page whose first column is `first_column` (read-only tables carry
-    no key in AppTest)."""
-    found = [d.value for d in at.dataframe if list(d.value.columns)[:1] == [first_column]]
-    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
-    return found[0]
 
 
 def button_keys(at: AppTest) -> list[str | None]:

@@ -85,7 +85,7 @@ def test_tour_in_chromium_searches_finds_more_like_this_and_shows_every_page(
     assert seen.similar_first.name != seen.clicked.name
     assert [p.name for p in seen.screenshots] == [
         "search.png", "more_like_this.png", "browse.png", "ingest.png", "evaluate.png",
-        "admin.png"]
+        "train.png", "admin.png"]
     assert all(p.stat().st_size > 20_000 for p in seen.screenshots)
     assert "3 added, 0 already stored, 0 duplicates, 1 failed" in seen.texts["ingest"]
     assert "baseline" in seen.texts["evaluate"]

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from lookalike.embedder.runtime import Embedder
 from tests.conftest import encode, gradient_image
-from tests.ui.conftest import closed_port_address, demo_server, open_app
+from tests.ui.conftest import closed_port_address, open_app, run_until_finished, table
 
 PAGE = "evaluate.py"
-JOB_TIMEOUT_S = 180.0
 # class -> seeds of its generated images.
 CLASSES = {"dawn": (11, 12, 13, 14), "dusk": (21, 22, 23, 24)}
-
-
-@pytest.fixture(scope="module")
-def job_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one folder the server may run jobs on."""
-    return tmp_path_factory.mktemp("job-root")
-
-
-@pytest.fixture(scope="module")
-def server_address(
-    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, demo_dir: Path, job_root: Path
-) -> Iterator[str]:
-    """One demo server, allowed to run jobs under `job_root`, for every test in this module."""
-    with demo_server(tmp_path_factory.mktemp("ui-evaluate"), embedder, demo_dir,
-                     job_roots=[job_root]) as address:
-        yield address
 
 
 def write_labelled_folder(root: Path) -> Path:
@@ -46,30 +24,11 @@ def write_labelled_folder(root: Path) -> Path:
     return root
 
 
-def table(at: AppTest, first_column: str) -> Any:
-    """The one table on the page whose first column is `first_column` (read-only tables carry
-    no key in AppTest)."""
-    found = [d.value for d in at.dataframe if list(d.value.columns)[:1] == [first_column]]
-    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
-    return found[0]
-
-
-def run_until_finished(at: AppTest, timeout_s: float = JOB_TIMEOUT_S) -> AppTest:
-    """Rerun the page, as the live view's polling does, until the job it follows has stopped."""
-    deadline = time.monotonic() + timeout_s
-    while not at.status or at.status[0].state == "running":
-        assert time.monotonic() < deadline, f"job still running after {timeout_s} s"
-        assert not at.exception, at.exception
-        time.sleep(0.3)
-        at.run()
-    return at
-
-
 def test_page_offers_configurations_and_the_ablation(
-    monkeypatch: pytest.MonkeyPatch, server_address: str
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str
 ) -> None:
     """The form starts on the baseline; turning the ablation on disables the configurations."""
-    at = open_app(monkeypatch, server_address, PAGE)
+    at = open_app(monkeypatch, job_server_address, PAGE)
     assert not at.exception
     assert not at.error
     assert at.title[0].value == "Evaluate"
@@ -83,11 +42,11 @@ def test_page_offers_configurations_and_the_ablation(
 
 
 def test_evaluation_shows_scores_table_and_pk_chart(
-    monkeypatch: pytest.MonkeyPatch, server_address: str, job_root: Path
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str, job_root: Path
 ) -> None:
     """Evaluating a tiny labelled folder runs live to "succeeded": a baseline row and a P@K chart."""
     folder = write_labelled_folder(job_root / "labelled")
-    at = open_app(monkeypatch, server_address, PAGE)
+    at = open_app(monkeypatch, job_server_address, PAGE)
     at.text_input(key="eval_folder").set_value(str(folder))
     at = run_until_finished(at.button(key="eval_start").click().run())
     assert not at.exception
@@ -106,10 +65,10 @@ def test_evaluation_shows_scores_table_and_pk_chart(
 
 
 def test_folder_outside_the_job_roots_is_refused(
-    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str, demo_dir: Path
 ) -> None:
     """A folder outside the server's job roots shows the server's refusal, and no job starts."""
-    at = open_app(monkeypatch, server_address, PAGE)
+    at = open_app(monkeypatch, job_server_address, PAGE)
     at.text_input(key="eval_folder").set_value(str(demo_dir))
     at.button(key="eval_start").click().run()
     assert not at.exception

@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lookalike.embedder.runtime import Embedder
 from lookalike.services.client import BadFile
 from lookalike.ui.jobs_view import bad_files_jsonl
 from tests.conftest import encode, gradient_image
-from tests.ui.conftest import closed_port_address, demo_server, open_app
+from tests.ui.conftest import closed_port_address, open_app, run_until_finished, table
 
 PAGE = "ingest.py"
-JOB_TIMEOUT_S = 120.0
 # label -> seeds of the generated images in the folder the tests ingest.
 NEW_IMAGES = {"red": (101, 102, 103), "blue": (104, 105)}
 BROKEN = "blue/broken.jpg"
 # Enough images that an ingest is still running when Cancel is pressed a moment after Start.
 CANCELLED_FOLDER_SIZE = 300
-
-
-@pytest.fixture(scope="module")
-def job_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one folder the server may run jobs on."""
-    return tmp_path_factory.mktemp("job-root")
-
-
-@pytest.fixture(scope="module")
-def server_address(
-    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, demo_dir: Path, job_root: Path
-) -> Iterator[str]:
-    """One demo server, allowed to run jobs under `job_root`, for every test in this module."""
-    with demo_server(tmp_path_factory.mktemp("ui-ingest"), embedder, demo_dir,
-                     job_roots=[job_root]) as address:
-        yield address
 
 
 def write_folder(root: Path) -> Path:
@@ -59,25 +38,6 @@ def metric(at: AppTest, label: str) -> str:
     return values[0]
 
 
-def table(at: AppTest, first_column: str) -> Any:
-    """The one table on the page whose first column is `first_column` (read-only tables carry
-    no key in AppTest)."""
-    found = [d.value for d in at.dataframe if list(d.value.columns)[:1] == [first_column]]
-    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
-    return found[0]
-
-
-def run_until_finished(at: AppTest, timeout_s: float = JOB_TIMEOUT_S) -> AppTest:
-    """Rerun the page, as the live view's polling does, until the job it follows has stopped."""
-    deadline = time.monotonic() + timeout_s
-    while not at.status or at.status[0].state == "running":
-        assert time.monotonic() < deadline, f"job still running after {timeout_s} s"
-        assert not at.exception, at.exception
-        time.sleep(0.3)
-        at.run()
-    return at
-
-
 def start(at: AppTest, source: str) -> AppTest:
     """Type `source` into the form and press Start ingest."""
     at.text_input(key="ingest_source").set_value(source)
@@ -85,10 +45,10 @@ def start(at: AppTest, source: str) -> AppTest:
 
 
 def test_page_invites_a_source_before_any_job(
-    monkeypatch: pytest.MonkeyPatch, server_address: str
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str
 ) -> None:
     """Before any job the page shows its form, a hint where progress will show, and no error."""
-    at = open_app(monkeypatch, server_address, PAGE)
+    at = open_app(monkeypatch, job_server_address, PAGE)
     assert not at.exception
     assert not at.error
     assert at.title[0].value == "Ingest"
@@ -98,11 +58,11 @@ def test_page_invites_a_source_before_any_job(
 
 
 def test_ingest_runs_to_success_with_counts_and_bad_file_report(
-    monkeypatch: pytest.MonkeyPatch, server_address: str, job_root: Path
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str, job_root: Path
 ) -> None:
     """A folder with one broken file is ingested live to "succeeded": counts, bad-file table, JSONL."""
     folder = write_folder(job_root / "incoming")
-    at = run_until_finished(start(open_app(monkeypatch, server_address, PAGE), str(folder)))
+    at = run_until_finished(start(open_app(monkeypatch, job_server_address, PAGE), str(folder)))
     assert not at.exception
     assert not at.error, [e.value for e in at.error]
     assert at.status[0].label.endswith("· succeeded")
@@ -128,11 +88,11 @@ def test_ingest_runs_to_success_with_counts_and_bad_file_report(
 
 
 def test_job_is_still_shown_after_navigating_away(
-    monkeypatch: pytest.MonkeyPatch, server_address: str, job_root: Path
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str, job_root: Path
 ) -> None:
     """The job followed is remembered: leaving for Search and coming back shows it again."""
     folder = write_folder(job_root / "navigate")
-    at = run_until_finished(start(open_app(monkeypatch, server_address, PAGE), str(folder)))
+    at = run_until_finished(start(open_app(monkeypatch, job_server_address, PAGE), str(folder)))
     label = at.status[0].label
     at.switch_page("app_pages/search.py").run()
     assert not at.status
@@ -142,14 +102,14 @@ def test_job_is_still_shown_after_navigating_away(
 
 
 def test_cancel_stops_a_running_ingest(
-    monkeypatch: pytest.MonkeyPatch, server_address: str, job_root: Path
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str, job_root: Path
 ) -> None:
     """Cancel job on a running ingest says so, and the job ends "cancelled" before the last file."""
     folder = job_root / "large" / "many"
     folder.mkdir(parents=True)
     for seed in range(CANCELLED_FOLDER_SIZE):
         (folder / f"{seed}.jpg").write_bytes(encode(gradient_image(seed=1000 + seed)))
-    at = start(open_app(monkeypatch, server_address, PAGE), str(folder.parent))
+    at = start(open_app(monkeypatch, job_server_address, PAGE), str(folder.parent))
     assert at.status[0].state == "running"
     at.button(key="ingest_cancel").click().run()
     assert not at.exception
@@ -160,10 +120,10 @@ def test_cancel_stops_a_running_ingest(
 
 
 def test_source_outside_the_job_roots_is_refused(
-    monkeypatch: pytest.MonkeyPatch, server_address: str, demo_dir: Path
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str, demo_dir: Path
 ) -> None:
     """A source outside the server's job roots shows the server's refusal, and no job starts."""
-    at = start(open_app(monkeypatch, server_address, PAGE), str(demo_dir))
+    at = start(open_app(monkeypatch, job_server_address, PAGE), str(demo_dir))
     assert not at.exception
     assert len(at.error) == 1
     assert at.error[0].value.startswith("The server refused this ingest:")
@@ -171,10 +131,10 @@ def test_source_outside_the_job_roots_is_refused(
 
 
 def test_empty_source_asks_for_one(
-    monkeypatch: pytest.MonkeyPatch, server_address: str
+    monkeypatch: pytest.MonkeyPatch, job_server_address: str
 ) -> None:
     """Start with no source asks for one instead of calling the server."""
-    at = start(open_app(monkeypatch, server_address, PAGE), "  ")
+    at = start(open_app(monkeypatch, job_server_address, PAGE), "  ")
     assert not at.exception
     assert not at.error
     assert [w.value for w in at.warning] == [

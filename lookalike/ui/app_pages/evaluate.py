@@ -9,17 +9,17 @@ from typing import Any
 import altair as alt
 import streamlit as st
 
-from lookalike.services.client import ClientError, EvalSummary, Job, LookalikeClient
+from lookalike.services.client import EvalSummary, Job, LookalikeClient
 from lookalike.ui.jobs_view import (
     act,
     adopt_running,
     follow_job,
+    open_job_page,
     recent_jobs,
-    recover,
     show_outcome,
     warn,
 )
-from lookalike.ui.resources import markdown_text, page_client, sidebar_status
+from lookalike.ui.resources import markdown_text
 
 CONFIGS = ("baseline", "best")
 CONFIG_HELP = {
@@ -160,18 +160,12 @@ def _result(job: Job) -> None:
 
 def render() -> None:
     """The whole page: the start form, the followed evaluation and its results, recent jobs."""
-    st.title("Evaluate")
-    st.caption("Measure how well search finds images of the same class on a labelled folder: "
-               "P@K, mAP and NDCG per configuration, side by side.")
-    client = page_client()
-    if client is None:
+    opened = open_job_page(
+        "Evaluate", "Measure how well search finds images of the same class on a labelled "
+        "folder: P@K, mAP and NDCG per configuration, side by side.", "eval")
+    if opened is None:
         return
-    sidebar_status(client)
-    try:
-        jobs = client.list_jobs()
-    except ClientError as exc:
-        recover(client, exc, "job listing", "eval_retry")
-        return
+    client, jobs = opened
     adopt_running(jobs, "evaluate", JOB_ID)
 
     with st.container(border=True, key="eval_form"):

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lookalike.services.client import ClientError, Job, LookalikeClient
+from lookalike.services.client import Job, LookalikeClient
 from lookalike.ui.jobs_view import (
     act,
     adopt_running,
     bad_files_jsonl,
     follow_job,
+    open_job_page,
     recent_jobs,
-    recover,
     show_outcome,
     warn,
 )
-from lookalike.ui.resources import page_client, sidebar_status
 
 # Widget keys.
 SOURCE = "ingest_source"
@@ -94,18 +93,12 @@ def _result(job: Job) -> None:
 
 def render() -> None:
     """The whole page: the start form, the followed job, recent jobs."""
-    st.title("Ingest")
-    st.caption("Add a folder or an S3 prefix of images to the collection: the server reads, "
-               "embeds and stores them in the background while you watch.")
-    client = page_client()
-    if client is None:
+    opened = open_job_page(
+        "Ingest", "Add a folder or an S3 prefix of images to the collection: the server reads, "
+        "embeds and stores them in the background while you watch.", "ingest")
+    if opened is None:
         return
-    sidebar_status(client)
-    try:
-        jobs = client.list_jobs()
-    except ClientError as exc:
-        recover(client, exc, "job listing", "ingest_retry")
-        return
+    client, jobs = opened
     adopt_running(jobs, "ingest", JOB_ID)
 
     with st.form(FORM, border=True, enter_to_submit=True):

@@ -1177,8 +1177,9 @@ Global___DropCollectionResponse: _TypeAlias = DropCollectionResponse  # noqa: Y0
 @_typing.final
 class BadFile(_message.Message):
     """Long-running work the server does in the background: ingest a folder or S3 prefix into the
-    served collection, evaluate retrieval on a labelled folder. Sources must lie under one of
-    the server's server.job_roots.
+    served collection, evaluate retrieval on a labelled folder, fine-tune a model on a labelled
+    folder and register it, roll the served collection out to a registered model. Sources must
+    lie under one of the server's server.job_roots.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1351,6 +1352,154 @@ class EvalSummary(_message.Message):
 Global___EvalSummary: _TypeAlias = EvalSummary  # noqa: Y015
 
 @_typing.final
+class TrainEpoch(_message.Message):
+    """One epoch of a training job; epoch 0 is the model before training (its validation mAP)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    TRAIN_LOSS_FIELD_NUMBER: _builtins.int
+    VAL_MAP_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """0, 1, 2, ..."""
+    train_loss: _builtins.float
+    """Mean training loss over the epoch; NaN for epoch 0."""
+    val_map: _builtins.float
+    """Mean average precision on the validation split after the epoch."""
+    seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        train_loss: _builtins.float = ...,
+        val_map: _builtins.float = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "seconds", b"seconds", "train_loss", b"train_loss", "val_map", b"val_map"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainEpoch: _TypeAlias = TrainEpoch  # noqa: Y015
+
+@_typing.final
+class TrainSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ComparisonEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    CLASSES_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    BACKBONE_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    BITS_FIELD_NUMBER: _builtins.int
+    EPOCHS_PLANNED_FIELD_NUMBER: _builtins.int
+    EPOCHS_FIELD_NUMBER: _builtins.int
+    BEST_EPOCH_FIELD_NUMBER: _builtins.int
+    STOPPED_EARLY_FIELD_NUMBER: _builtins.int
+    PRETRAINED_MAP_FIELD_NUMBER: _builtins.int
+    FINETUNED_MAP_FIELD_NUMBER: _builtins.int
+    HASHED_MAP_FIELD_NUMBER: _builtins.int
+    FLOAT_MAP_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    """The labelled folder's name, its classes and images."""
+    classes: _builtins.int
+    images: _builtins.int
+    backbone: _builtins.str
+    loss: _builtins.str
+    """"hash", "triplet" or "arcface"; bits: the learned hash layer's (hash loss only)."""
+    bits: _builtins.int
+    epochs_planned: _builtins.int
+    """Epochs asked for, and those run so far (the curves)."""
+    best_epoch: _builtins.int
+    """The epoch whose weights were kept (best validation mAP), once training ended."""
+    stopped_early: _builtins.bool
+    pretrained_map: _builtins.float
+    """The comparison on the held-out half (each held-out image a query against the held-out
+    half), once measured: mAP of the pretrained backbone and of the fine-tuned model; of the
+    learned codes searched by Hamming distance then re-ranked in float, next to float search.
+    """
+    finetuned_map: _builtins.float
+    hashed_map: _builtins.float
+    float_map: _builtins.float
+    version: _builtins.str
+    """The registry version the trained model was stored as; "" until registered."""
+    seconds: _builtins.float
+    @_builtins.property
+    def epochs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainEpoch]: ...
+    @_builtins.property
+    def comparison(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Every number the comparison measured (p@10 of each model, ...), by name."""
+
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        classes: _builtins.int = ...,
+        images: _builtins.int = ...,
+        backbone: _builtins.str = ...,
+        loss: _builtins.str = ...,
+        bits: _builtins.int = ...,
+        epochs_planned: _builtins.int = ...,
+        epochs: _abc.Iterable[Global___TrainEpoch] | None = ...,
+        best_epoch: _builtins.int = ...,
+        stopped_early: _builtins.bool = ...,
+        pretrained_map: _builtins.float | None = ...,
+        finetuned_map: _builtins.float | None = ...,
+        hashed_map: _builtins.float | None = ...,
+        float_map: _builtins.float | None = ...,
+        comparison: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        version: _builtins.str = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_finetuned_map", b"_finetuned_map", "_float_map", b"_float_map", "_hashed_map", b"_hashed_map", "_pretrained_map", b"_pretrained_map", "finetuned_map", b"finetuned_map", "float_map", b"float_map", "hashed_map", b"hashed_map", "pretrained_map", b"pretrained_map"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_finetuned_map", b"_finetuned_map", "_float_map", b"_float_map", "_hashed_map", b"_hashed_map", "_pretrained_map", b"_pretrained_map", "backbone", b"backbone", "best_epoch", b"best_epoch", "bits", b"bits", "classes", b"classes", "comparison", b"comparison", "dataset", b"dataset", "epochs", b"epochs", "epochs_planned", b"epochs_planned", "finetuned_map", b"finetuned_map", "float_map", b"float_map", "hashed_map", b"hashed_map", "images", b"images", "loss", b"loss", "pretrained_map", b"pretrained_map", "seconds", b"seconds", "stopped_early", b"stopped_early", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__finetuned_map: _TypeAlias = _typing.Literal["finetuned_map"]  # noqa: Y015
+    _WhichOneofArgType__finetuned_map: _TypeAlias = _typing.Literal["_finetuned_map", b"_finetuned_map"]  # noqa: Y015
+    _WhichOneofReturnType__float_map: _TypeAlias = _typing.Literal["float_map"]  # noqa: Y015
+    _WhichOneofArgType__float_map: _TypeAlias = _typing.Literal["_float_map", b"_float_map"]  # noqa: Y015
+    _WhichOneofReturnType__hashed_map: _TypeAlias = _typing.Literal["hashed_map"]  # noqa: Y015
+    _WhichOneofArgType__hashed_map: _TypeAlias = _typing.Literal["_hashed_map", b"_hashed_map"]  # noqa: Y015
+    _WhichOneofReturnType__pretrained_map: _TypeAlias = _typing.Literal["pretrained_map"]  # noqa: Y015
+    _WhichOneofArgType__pretrained_map: _TypeAlias = _typing.Literal["_pretrained_map", b"_pretrained_map"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__finetuned_map) -> _WhichOneofReturnType__finetuned_map | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__float_map) -> _WhichOneofReturnType__float_map | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hashed_map) -> _WhichOneofReturnType__hashed_map | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pretrained_map) -> _WhichOneofReturnType__pretrained_map | None: ...
+
+Global___TrainSummary: _TypeAlias = TrainSummary  # noqa: Y015
+
+@_typing.final
 class Job(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1367,15 +1516,18 @@ class Job(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     INGEST_FIELD_NUMBER: _builtins.int
     EVALUATION_FIELD_NUMBER: _builtins.int
+    TRAINING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     kind: _builtins.str
-    """"ingest" or "evaluate"."""
+    """"ingest", "evaluate", "train" or "rollout"."""
     state: _builtins.str
     """queued, running, succeeded, failed, cancelled."""
     source: _builtins.str
-    """The folder, s3://bucket/prefix, ... it works on."""
+    """The folder, s3://bucket/prefix, ... it works on (for a roll-out: the model version)."""
     done: _builtins.int
-    """Units done and expected (files for ingest, images embedded for evaluation); total 0: unknown."""
+    """Units done and expected (files for ingest, images embedded for evaluation, epochs for
+    training, images re-indexed for a roll-out); total 0: unknown.
+    """
     total: _builtins.int
     rate_per_s: _builtins.float
     eta_s: _builtins.float
@@ -1391,6 +1543,8 @@ class Job(_message.Message):
 
     @_builtins.property
     def evaluation(self) -> Global___EvalSummary: ...
+    @_builtins.property
+    def training(self) -> Global___TrainSummary: ...
     def __init__(
         self,
         *,
@@ -1407,10 +1561,11 @@ class Job(_message.Message):
         finished_at: _builtins.int = ...,
         ingest: Global___IngestSummary | None = ...,
         evaluation: Global___EvalSummary | None = ...,
+        training: Global___TrainSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "ingest", b"ingest"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "ingest", b"ingest", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "eta_s", b"eta_s", "evaluation", b"evaluation", "finished_at", b"finished_at", "id", b"id", "ingest", b"ingest", "kind", b"kind", "message", b"message", "rate_per_s", b"rate_per_s", "source", b"source", "started_at", b"started_at", "state", b"state", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "eta_s", b"eta_s", "evaluation", b"evaluation", "finished_at", b"finished_at", "id", b"id", "ingest", b"ingest", "kind", b"kind", "message", b"message", "rate_per_s", b"rate_per_s", "source", b"source", "started_at", b"started_at", "state", b"state", "total", b"total", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1465,6 +1620,182 @@ class StartEvaluationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartEvaluationRequest: _TypeAlias = StartEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class TrainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLDER_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    BITS_FIELD_NUMBER: _builtins.int
+    EPOCHS_FIELD_NUMBER: _builtins.int
+    BACKBONE_FIELD_NUMBER: _builtins.int
+    folder: _builtins.str
+    """A labelled folder: <class>/<image> sub-folders, or the labels.json layout."""
+    loss: _builtins.str
+    """"hash" (classification head and a sigmoid hash layer), "triplet" or "arcface"; "": hash."""
+    bits: _builtins.int
+    """Bits of the learned hash code (hash loss); 0: 48."""
+    epochs: _builtins.int
+    """At most this many epochs (training stops early once validation mAP stops improving); 0:
+    the server's default.
+    """
+    backbone: _builtins.str
+    """The backbone to fine-tune; "": the served model's."""
+    def __init__(
+        self,
+        *,
+        folder: _builtins.str = ...,
+        loss: _builtins.str = ...,
+        bits: _builtins.int = ...,
+        epochs: _builtins.int = ...,
+        backbone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "bits", b"bits", "epochs", b"epochs", "folder", b"folder", "loss", b"loss"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainRequest: _TypeAlias = TrainRequest  # noqa: Y015
+
+@_typing.final
+class RollOutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """A registry version, as ListModels names it (v1, v2, ...)."""
+    confirm: _builtins.bool
+    """Must be true: the served collection is rebuilt with that model and then served."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        confirm: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm", b"confirm", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollOutRequest: _TypeAlias = RollOutRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ModelInfo(_message.Message):
+    """A trained model in the registry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    BACKBONE_FIELD_NUMBER: _builtins.int
+    WEIGHTS_ID_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    BITS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    TRAINED_ON_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SERVING_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    created_at: _builtins.int
+    """Unix seconds."""
+    backbone: _builtins.str
+    weights_id: _builtins.str
+    """"sha256:<16 hex>" of the weights file, as the model spec of a collection names it."""
+    loss: _builtins.str
+    bits: _builtins.int
+    trained_on: _builtins.str
+    """What it was trained on, in words (dataset, classes, images)."""
+    size_bytes: _builtins.int
+    serving: _builtins.bool
+    """Whether the served collection holds this model's vectors."""
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """What training measured (validation mAP, held-out mAP of the pretrained and fine-tuned
+        models, ...), by name.
+        """
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        created_at: _builtins.int = ...,
+        backbone: _builtins.str = ...,
+        weights_id: _builtins.str = ...,
+        loss: _builtins.str = ...,
+        bits: _builtins.int = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        trained_on: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        serving: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "bits", b"bits", "created_at", b"created_at", "loss", b"loss", "metrics", b"metrics", "serving", b"serving", "size_bytes", b"size_bytes", "trained_on", b"trained_on", "version", b"version", "weights_id", b"weights_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):

@@ -677,6 +677,21 @@ class JobServiceStub:
                 request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartEvaluationRequest.SerializeToString,
                 response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
                 _registered_method=True)
+        self.StartTraining = channel.unary_unary(
+                '/lookalike.v1.JobService/StartTraining',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.TrainRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+                _registered_method=True)
+        self.StartRollOut = channel.unary_unary(
+                '/lookalike.v1.JobService/StartRollOut',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RollOutRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/lookalike.v1.JobService/ListModels',
+                request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/lookalike.v1.JobService/GetJob',
                 request_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.GetJobRequest.SerializeToString,
@@ -705,6 +720,29 @@ class JobServiceServicer:
 
     def StartEvaluation(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartTraining(self, request, context):
+        """Fine-tunes a model on a labelled folder, measures it against the pretrained one on the
+        held-out half, and registers it as a new model version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartRollOut(self, request, context):
+        """Rebuilds the served collection with a registered model while the old one serves, then
+        serves the new one (the old collection is kept for a rollback).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """The model registry's versions.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -740,6 +778,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.StartEvaluation,
                     request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartEvaluationRequest.FromString,
                     response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.SerializeToString,
+            ),
+            'StartTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTraining,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.TrainRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.SerializeToString,
+            ),
+            'StartRollOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollOut,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RollOutRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListModelsRequest.FromString,
+                    response_serializer=lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListModelsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -811,6 +864,87 @@ class JobService:
             '/lookalike.v1.JobService/StartEvaluation',
             lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.StartEvaluationRequest.SerializeToString,
             lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/StartTraining',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.TrainRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/StartRollOut',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.RollOutRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.JobService/ListModels',
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListModelsRequest.SerializeToString,
+            lookalike_dot_services_dot_gen_dot_lookalike_dot_v1_dot_lookalike__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -198,6 +198,16 @@ class JobServiceStub:
     def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
     StartIngest: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.StartIngestRequest, _lookalike_pb2.Job]
     StartEvaluation: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.StartEvaluationRequest, _lookalike_pb2.Job]
+    StartTraining: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.TrainRequest, _lookalike_pb2.Job]
+    """Fine-tunes a model on a labelled folder, measures it against the pretrained one on the
+    held-out half, and registers it as a new model version.
+    """
+    StartRollOut: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.RollOutRequest, _lookalike_pb2.Job]
+    """Rebuilds the served collection with a registered model while the old one serves, then
+    serves the new one (the old collection is kept for a rollback).
+    """
+    ListModels: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.ListModelsRequest, _lookalike_pb2.ListModelsResponse]
+    """The model registry's versions."""
     GetJob: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.GetJobRequest, _lookalike_pb2.Job]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.ListJobsRequest, _lookalike_pb2.ListJobsResponse]
     CancelJob: _grpc.UnaryUnaryMultiCallable[_lookalike_pb2.CancelJobRequest, _lookalike_pb2.Job]
@@ -208,6 +218,16 @@ class JobServiceAsyncStub(JobServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartIngest: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.StartIngestRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
     StartEvaluation: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.StartEvaluationRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
+    StartTraining: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.TrainRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
+    """Fine-tunes a model on a labelled folder, measures it against the pretrained one on the
+    held-out half, and registers it as a new model version.
+    """
+    StartRollOut: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.RollOutRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
+    """Rebuilds the served collection with a registered model while the old one serves, then
+    serves the new one (the old collection is kept for a rollback).
+    """
+    ListModels: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.ListModelsRequest, _lookalike_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """The model registry's versions."""
     GetJob: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.GetJobRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.ListJobsRequest, _lookalike_pb2.ListJobsResponse]  # type: ignore[assignment]
     CancelJob: _aio.UnaryUnaryMultiCallable[_lookalike_pb2.CancelJobRequest, _lookalike_pb2.Job]  # type: ignore[assignment]
@@ -227,6 +247,34 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lookalike_pb2.StartEvaluationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lookalike_pb2.Job, _abc.Awaitable[_lookalike_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def StartTraining(
+        self,
+        request: _lookalike_pb2.TrainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.Job, _abc.Awaitable[_lookalike_pb2.Job]]:
+        """Fine-tunes a model on a labelled folder, measures it against the pretrained one on the
+        held-out half, and registers it as a new model version.
+        """
+
+    @_abc_1.abstractmethod
+    def StartRollOut(
+        self,
+        request: _lookalike_pb2.RollOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.Job, _abc.Awaitable[_lookalike_pb2.Job]]:
+        """Rebuilds the served collection with a registered model while the old one serves, then
+        serves the new one (the old collection is kept for a rollback).
+        """
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _lookalike_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookalike_pb2.ListModelsResponse, _abc.Awaitable[_lookalike_pb2.ListModelsResponse]]:
+        """The model registry's versions."""
 
     @_abc_1.abstractmethod
     def GetJob(
