@@ -86,7 +86,7 @@ def measure(
     embedder = embedder_from(settings)
     embedder.load()
     decoded = [embedder.decode(item.read()) for item in items]
-    embedder.embed_images(decoded[: settings.model.batch_size])  # warm-up
+    embedder.embed_images(decoded[: embedder.batch_size])  # warm-up
     forward, end_to_end, naive = [], [], []
     stage_seconds: dict[str, float] = {}
     for _ in range(repeats):
@@ -121,7 +121,7 @@ def measure(
         "failed": len(report.failed),
         "stage_seconds_last_round": {k: round(v, 2) for k, v in stage_seconds.items()},
         "backbone": embedder.spec.backbone,
-        "batch_size": settings.model.batch_size,
+        "batch_size": embedder.batch_size,
         "decode_workers": settings.ingest.decode_workers,
     }
 

@@ -1,4 +1,5 @@
-"""`make bench`: embedding, ingestion and search speed on a real dataset, medians side by side.
+"""`make bench`: ingestion and search through gRPC on a real dataset (embedding speed per
+backbone and device is `lookalike bench embed`).
 
 Prints markdown (command, machine, tables) to paste into docs/BENCHMARKS.md.
 """
@@ -21,33 +22,6 @@ from lookalike.services.client import LookalikeClient
 from lookalike.services.server import start_server
 
 
-def _median_rate(count: int, seconds: list[float]) -> float:
-    return count / statistics.median(seconds)
-
-
-def bench_embed(images: list[Path], backbones: list[str], repeats: int) -> list[str]:
-    """Decode-only and decode+embed images/s per backbone (median of `repeats` runs)."""
-    rows = ["| backbone | input | decode img/s | decode+embed img/s |", "|---|---|---|---|"]
-    blobs = [p.read_bytes() for p in images]
-    for name in backbones:
-        embedder = embedder_from(Settings(model=ModelSettings(backbone=name, threads=2)))
-        embedder.load()
-        embedder.embed_bytes(blobs[:4])  # warm-up
-        decode_s, total_s = [], []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for data in blobs:
-                embedder.decode(data)
-            decode_s.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            embedder.embed_bytes(blobs)
-            total_s.append(time.perf_counter() - started)
-        rows.append(f"| {name} | {embedder.spec.input_size} px | "
-                    f"{_median_rate(len(blobs), decode_s):.0f} | "
-                    f"{_median_rate(len(blobs), total_s):.1f} |")
-    return rows
-
-
 def bench_ingest_and_search(dataset: Path, queries: int) -> list[str]:
     """Ingest a dataset with the default model, then search it through gRPC."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,6 +31,8 @@ def bench_ingest_and_search(dataset: Path, queries: int) -> list[str]:
         blobs = blobs_from(settings)
         items = list(folder_items(dataset))
         report = pipeline_from(settings, embedder, store, blobs).run(items, progress=False)
+        # As `lookalike ingest` does: searches start once the index covers the new rows.
+        store.seal()
         server = start_server(engine_from(settings, embedder, store, blobs),
                               ServerSettings(host="127.0.0.1", port=0))
         try:
@@ -101,19 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", type=Path, required=True)
     parser.add_argument("--dataset", default="corel1k")
-    parser.add_argument("--embed-images", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--backbones", nargs="*",
-                        default=["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2"])
     args = parser.parse_args()
     root = args.datasets / args.dataset / "images"
-    images = sorted(root.rglob("*.jpg"))[: args.embed_images]
     print("Command: `make bench`  ")
     print(f"Machine: {describe_machine()}\n")
-    print(f"Embedding {len(images)} `{args.dataset}` images, batch 32, 2 threads, "
-          f"median of {args.repeats}:\n")
-    print("\n".join(bench_embed(images, args.backbones, args.repeats)), "\n", flush=True)
     print("\n".join(bench_ingest_and_search(root, args.queries)))
 
 

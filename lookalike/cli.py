@@ -68,7 +68,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
             metrics.serve(settings.ingest.metrics_host, settings.ingest.metrics_port)
         outcome = ingest_items(
             pipeline_from(settings, embedder, store, blobs, metrics), store, items,
-            total=total, dba=dba, progress=not args.no_progress,
+            total=total, dba=dba, index_wait_s=settings.ingest.index_wait_s,
+            progress=not args.no_progress,
         )
     report = outcome.report
     _print_report(report, Path(args.report) if args.report else None)
@@ -78,6 +79,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     if outcome.dba is not None and report.added:
         print(f"DBA (k={outcome.dba.k}, alpha={outcome.dba.alpha}): {outcome.dba_updated} "
               "embeddings recomputed")
+    if not outcome.indexed:
+        print("the index is still being built in the background: searches are exact, and "
+              "slower, until it covers the new images")
     return EXIT_SOME_FILES_FAILED if report.failed else EXIT_OK
 
 
@@ -211,7 +215,7 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
                   "meanwhile carried over")
 
     report = reindex(
-        store, embedder, blobs, batch_size=settings.model.batch_size,
+        store, embedder, blobs, batch_size=embedder.batch_size,
         workers=settings.ingest.decode_workers, dba=dba_from(settings),
         allow_missing=args.allow_missing, progress=progress,
     )
@@ -577,7 +581,7 @@ def _register_benchmarks(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 # Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
-BENCHMARKS: tuple[str, ...] = ("ingest", "api", "search")
+BENCHMARKS: tuple[str, ...] = ("embed", "ingest", "api", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:

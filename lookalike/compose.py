@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from lookalike.core.blob_store import BlobStore, open_blob_store
 from lookalike.core.settings import MilvusSettings, RetrievalSettings, Settings
 from lookalike.core.vector_store import (
@@ -12,12 +10,14 @@ from lookalike.core.vector_store import (
     connect_milvus,
     live_collection_spec,
 )
+from lookalike.embedder.accel import tuned_batch_size, tuned_queue_batches
 from lookalike.embedder.local_features import LocalFeatureConfig
-from lookalike.embedder.runtime import Embedder, EmbedderConfig
+from lookalike.embedder.runtime import Embedder, pick_device
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.embedder.whitening import PCAWhitening
 from lookalike.ingestion.hash_codes import attach_hash
 from lookalike.ingestion.metrics import IngestMetrics
+from lookalike.ingestion.model_config import embedder_config
 from lookalike.ingestion.pipeline import IngestPipeline
 from lookalike.ingestion.retry import RetryPolicy
 from lookalike.ingestion.whiten import load_whitening
@@ -28,23 +28,15 @@ from lookalike.services.search import ModelFollower, QueryEmbedder, Reranking, S
 
 def embedder_from(settings: Settings, whitening: PCAWhitening | None = None) -> Embedder:
     """The embedder the settings describe (not loaded yet), `whitening` applied to its output."""
+    return Embedder(embedder_config(settings.model, whitening))
+
+
+def model_batch_size(settings: Settings) -> int:
+    """Images per model batch: the configured size, or the backbone family's default on the
+    device the settings pick."""
     model = settings.model
-    return Embedder(EmbedderConfig(
-        backbone=model.backbone,
-        weights=Path(model.weights) if model.weights else None,
-        input_size=model.image_size,
-        pooling=model.pooling,
-        gem_p=model.gem_p,
-        batch_size=model.batch_size,
-        device=model.device,
-        threads=model.threads,
-        max_pixels=model.max_pixels,
-        decode_px=model.decode_px,
-        scales=tuple(model.scales),
-        flip=model.flip,
-        semantic_weight=model.semantic_weight,
-        whitening=whitening,
-    ))
+    return tuned_batch_size(model.backbone, pick_device(model.device), model.batch_size,
+                            model.image_size)
 
 
 def blobs_from(settings: Settings) -> BlobStore:
@@ -74,11 +66,11 @@ def pipeline_from(settings: Settings, embedder: Embedder, store: MilvusVectorSto
     ingest = settings.ingest
     return IngestPipeline(
         embedder, store, blobs,
-        batch_size=settings.model.batch_size,
+        batch_size=model_batch_size(settings),
         decode_workers=ingest.decode_workers,
         thumbnail_px=ingest.thumbnail_px,
         write_workers=ingest.write_workers,
-        queue_batches=ingest.queue_batches,
+        queue_batches=tuned_queue_batches(embedder.device, ingest.queue_batches),
         retry=RetryPolicy(ingest.retry_initial_s, ingest.retry_max_s, ingest.retry_deadline_s),
         metrics=metrics,
         local_features=local_features_from(settings.retrieval) if settings.retrieval.verify else None,

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lookalike.compose import dba_from, local_features_from, pipeline_from
+from lookalike.compose import dba_from, local_features_from, model_batch_size, pipeline_from
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError, InvalidArgument, LookalikeError, ModelSpecMismatch
 from lookalike.core.model_registry import ModelRegistry, ModelVersion
@@ -66,7 +66,7 @@ def eval_env_from(
     return EvalEnv(
         cache_dir=settings.cache_dir, milvus=settings.milvus,
         local=local_features_from(retrieval), min_inliers=retrieval.min_inliers,
-        batch_size=settings.model.batch_size, threads=settings.model.threads,
+        batch_size=model_batch_size(settings), threads=settings.model.threads,
         decode_px=settings.model.decode_px, max_pixels=settings.model.max_pixels,
         ann=ann, latency_queries=latency_queries, progress=progress, on_embedded=on_embedded,
     )
@@ -147,7 +147,8 @@ def _ingest_starter(
 
             outcome = ingest_items(
                 pipeline_from(settings, model, store, blobs), store, listed, total=total,
-                dba=dba, progress=False, on_batch=on_batch, cancelled=stop,
+                dba=dba, index_wait_s=settings.ingest.index_wait_s, progress=False,
+                on_batch=on_batch, cancelled=stop,
             )
             report = outcome.report
             job.report(summary=ingest_summary(report))

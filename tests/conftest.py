@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pydantic import SecretStr
 
@@ -30,6 +31,13 @@ from lookalike.ingestion.demo import write_demo_images
 MILVUS_SERVER_LOCK = "/tmp/lookalike-milvus-server.lock"
 # The smallest offline backbone keeps the suite fast on two CPU cores.
 TEST_MODEL = ModelSettings(backbone="efficientnet_lite0", threads=2, batch_size=16)
+
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device (none here): fp16 autocast, nvJPEG and stream copies are "
+    "GPU-only; their CPU fallbacks are tested beside them",
+)
 
 
 def make_settings(data_dir: Path) -> Settings:

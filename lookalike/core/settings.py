@@ -91,8 +91,28 @@ class ModelSettings(_Section):
     # p = 1 (average) measured best on the offline backbones' ReLU6-capped feature maps:
     # corel1k mAP 0.902 at p=1, 0.898 at 1.5, 0.894 at 2, 0.887 at 3 (efficientnet_lite0).
     gem_p: float = Field(1.0, gt=0)
-    batch_size: int = Field(32, ge=1, le=1024)
+    batch_size: int = Field(
+        0, ge=0, le=4096,
+        description="Images per model batch; 0: the backbone family's default on the device "
+        "(32 on the CPU, 128-512 on CUDA).",
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="Inference precision; auto: fp16 autocast on CUDA, fp32 on the CPU.",
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="NHWC memory format for convolutions; auto: on CUDA only.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the network (minutes at start; faster steady state).",
+    )
+    decoder: Literal["auto", "pil", "tensor"] = Field(
+        "auto", description="JPEG decoding for embedding: tensor decodes batches on the device "
+        "(nvJPEG on CUDA); pil decodes at reduced scale on the CPU; auto: tensor on CUDA only.",
+    )
+    warmup: bool = Field(
+        True, description="Run one batch per input size at load, before the first request.",
+    )
     threads: int = Field(0, ge=0, description="CPU threads for inference; 0 leaves torch's default.")
     max_pixels: int = Field(50_000_000, ge=1, description="Images above this are refused.")
     decode_px: int = Field(
@@ -173,13 +193,20 @@ class IngestSettings(_Section):
     decode_workers: int = Field(4, ge=1, le=64)
     write_workers: int = Field(4, ge=1, le=64, description="Parallel blob uploads per batch.")
     thumbnail_px: int = Field(256, ge=32, le=1024)
-    queue_batches: int = Field(2, ge=1, le=64, description="Batches each stage queue may hold.")
+    queue_batches: int = Field(
+        0, ge=0, le=64,
+        description="Batches each stage queue may hold; 0: 2 on the CPU, 4 on CUDA.",
+    )
     retry_initial_s: float = Field(0.2, gt=0, description="First wait before retrying a write.")
     retry_max_s: float = Field(5.0, gt=0, description="Cap of the exponential backoff.")
     retry_deadline_s: float = Field(
         300.0, gt=0, description="Give up on a write that keeps failing for this long."
     )
     fetch_timeout_s: float = Field(30.0, gt=0, description="Timeout of one http(s) fetch.")
+    index_wait_s: float = Field(
+        60.0, ge=0, description="After an ingest, wait this long at most for the index to cover "
+        "the new rows (until then searches scan them exactly, several times slower); 0: no wait.",
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="0: no Prometheus endpoint.")
     metrics_host: str = "127.0.0.1"
 

@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from PIL import Image
+from torch import nn
 
 from lookalike.embedder import functional as LF
+from lookalike.embedder.accel import (
+    AccelPlan,
+    DeviceFeeder,
+    Precision,
+    Toggle,
+    autocast,
+    plan_for,
+    prepare,
+    tuned_batch_size,
+)
 from lookalike.embedder.backbones import Backbone, InputSizeUnsupported, build_backbone
 from lookalike.embedder.errors import ImageError
 from lookalike.embedder.layers import POOLINGS
 from lookalike.embedder.model import RetrievalNet
 from lookalike.embedder.spec import EmbedderSpec, draft_size, tta_sizes
-from lookalike.embedder.transforms import Decoded, ResizeMode, decode, to_batch
+from lookalike.embedder.tensor_decode import decode_jpegs, resize_tensor, tensor_decodable
+from lookalike.embedder.transforms import (
+    Decoded,
+    ResizeMode,
+    decode,
+    normalise,
+    to_uint8_batch,
+)
 from lookalike.embedder.whitening import PCAWhitening, WhiteningError
 
 # Below this a stride-32 backbone has no feature map left to pool.
 MIN_INPUT_PX = 32
 MAX_SCALE = 2.0
+
+Decoder = Literal["auto", "pil", "tensor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +60,8 @@ class EmbedderConfig:
     resize: ResizeMode = "squash"
     pooling: str = "gem"
     gem_p: float = 1.0
-    batch_size: int = 32
+    # 0: the backbone family's default on the device (accel.tuned_batch_size).
+    batch_size: int = 0
     device: str = "auto"
     threads: int = 0
     max_pixels: int = 50_000_000
@@ -52,6 +76,15 @@ class EmbedderConfig:
     whitening: PCAWhitening | None = None
     # The class posterior joined to the descriptor with this weight (0: off); see RetrievalNet.
     semantic_weight: float = 0.0
+    precision: Precision = "auto"
+    channels_last: Toggle = "auto"
+    compile: bool = False
+    # `tensor`: JPEGs decoded as tensors on the device (nvJPEG on CUDA); `auto`: on CUDA only,
+    # since on the CPU PIL's reduced-scale JPEG decode is faster.
+    decoder: Decoder = "auto"
+    # One forward pass per input size at load, so the first request does not pay for
+    # kernel selection, allocator growth or compilation.
+    warmup: bool = True
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -107,15 +140,32 @@ class Embedder:
     def __init__(self, config: EmbedderConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._net: RetrievalNet | None = None
+        self._net: nn.Module | None = None
         self._backbone: Backbone | None = None
         self._spec: EmbedderSpec | None = None
         self._sizes: tuple[int, ...] = ()
+        self._raw_dim = 0
         self.device = pick_device(config.device)
+        self.plan: AccelPlan = plan_for(self.device, config.precision, config.channels_last,
+                                        config.compile)
+        self._feeder = DeviceFeeder(self.device)
         self.load_seconds = 0.0
 
+    @property
+    def batch_size(self) -> int:
+        """Images per model batch: the configured size, or the family's default on the device."""
+        return tuned_batch_size(self.config.backbone, self.device, self.config.batch_size,
+                                self.config.input_size)
+
+    @property
+    def decodes_on_device(self) -> bool:
+        """Whether `embed_bytes` decodes JPEGs as tensors on the device."""
+        if self.config.decoder == "auto":
+            return self.device.type == "cuda"
+        return self.config.decoder == "tensor"
+
     def load(self) -> None:
-        """Build the network and load its weights; later calls do nothing."""
+        """Build the network, load its weights and warm it up; later calls do nothing."""
         with self._lock:
             if self._net is not None:
                 return
@@ -134,18 +184,31 @@ class Embedder:
                     f"whitening {whitening.id} was learned on {whitening.input_dim}-dimensional "
                     f"descriptors, but backbone {backbone.name!r} gives {net.dim}"
                 )
-            self._net = net.eval().to(self.device)
+            dim = self._raw_dim = net.dim
+            self._net = prepare(net, self.plan)
             self._backbone = backbone
             self._sizes = sizes
             self._spec = EmbedderSpec(
                 backbone=backbone.name, weights=backbone.weights_id, pooling=config.pooling,
                 gem_p=float(config.gem_p), input_size=size, resize=config.resize,
                 whitening=whitening.id if whitening is not None else "none",
-                dim=whitening.dim if whitening is not None else net.dim,
+                dim=whitening.dim if whitening is not None else dim,
                 decode_px=config.decode_px, scales=tuple(float(s) for s in config.scales),
                 flip=config.flip, semantic_weight=float(config.semantic_weight),
             )
-            self.load_seconds = time.perf_counter() - started
+        if config.warmup:
+            self._warm_up()
+        self.load_seconds = time.perf_counter() - started
+
+    def _warm_up(self) -> None:
+        # CUDA picks kernels per input shape, so warm up at the batch size requests will use.
+        count = self.batch_size if self.device.type == "cuda" else 1
+        grey = Image.new("RGB", (self._sizes[0], self._sizes[0]), (128, 128, 128))
+        self._collect(self._launch([grey] * count))
+        if self.decodes_on_device:
+            out = io.BytesIO()
+            grey.save(out, format="JPEG")
+            decode_jpegs([out.getvalue()], self.device)
 
     @property
     def spec(self) -> EmbedderSpec:
@@ -174,52 +237,133 @@ class Embedder:
         size = self.config.input_size or self.spec.input_size
         return draft_size(self.config.decode_px, size, self.config.scales)
 
-    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        """Descriptors of RGB images, N x D float32, L2-normalised, in input order."""
+    def embed_images(self, images: Sequence[Image.Image | torch.Tensor]) -> NDArray[np.float32]:
+        """Descriptors N x D float32, L2-normalised, in input order, of RGB images: PIL images,
+        or 3 x H x W uint8 tensors already on the device (from `decode_jpegs`).
+
+        Batch i+1 is prepared on the host while the device still computes batch i (CUDA
+        kernels run asynchronously), and its copy overlaps that compute on a side stream."""
         self.load()
-        assert self._spec is not None
-        if not images:
-            return np.zeros((0, self._spec.dim), dtype=np.float32)
-        step = self.config.batch_size
-        vectors = np.concatenate(
-            [self._embed_batch(images[start:start + step]) for start in range(0, len(images), step)]
-        )
+        step = self.batch_size
+        chunks = (images[start:start + step] for start in range(0, len(images), step))
+        return self._whiten(np.concatenate([self._empty(), *self._embed_chunks(chunks)]))
+
+    def _embed_chunks(
+        self, chunks: Iterable[Sequence[Image.Image | torch.Tensor]]
+    ) -> Iterator[NDArray[np.float32]]:
+        """Raw descriptors of each chunk, in order (an empty chunk gives 0 x D). Chunk i+1 is
+        prepared and launched before chunk i's result is fetched."""
+        pending: deque[torch.Tensor | None] = deque()
+        for chunk in chunks:
+            pending.append(self._launch(chunk) if len(chunk) else None)
+            if len(pending) > 1:
+                yield self._collect(pending.popleft())
+        while pending:
+            yield self._collect(pending.popleft())
+
+    def _empty(self) -> NDArray[np.float32]:
+        assert self._net is not None
+        return np.zeros((0, self._raw_dim), dtype=np.float32)
+
+    def _whiten(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.config.whitening is not None:
             vectors = self.config.whitening.apply(vectors)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def _embed_batch(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        """One batch through every test-time pass: the sum of L2-normalised passes, normalised."""
-        assert self._net is not None
-        assert self._backbone is not None
+    def _launch(self, images: Sequence[Image.Image | torch.Tensor]) -> torch.Tensor:
+        """One batch through every test-time pass: the sum of L2-normalised passes, normalised,
+        left on the device."""
         total: torch.Tensor | None = None
         with torch.inference_mode():
             for size in self._sizes:
-                batch = to_batch(
-                    images, size, self.config.resize, self._backbone.mean, self._backbone.std,
-                ).to(self.device, non_blocking=True)
-                for view in (batch, batch.flip(-1)) if self.config.flip else (batch,):
-                    with self._lock:
-                        descriptors: torch.Tensor = self._net(view)
+                pixels = self.pixels(images, size)
+                for view in (pixels, pixels.flip(-1)) if self.config.flip else (pixels,):
+                    descriptors = self.forward(view)
                     total = descriptors if total is None else total + descriptors
             assert total is not None
-            # One pass is already normalised: leaving it alone keeps the plain path bit-exact.
-            if len(self._sizes) > 1 or self.config.flip:
-                total = LF.l2n(total)
-            return np.asarray(total.float().cpu().numpy(), dtype=np.float32)
+            # One fp32 pass is already normalised: leaving it alone keeps the plain path
+            # bit-exact. Reduced precision is normalised again in fp32.
+            if len(self._sizes) > 1 or self.config.flip or self.plan.dtype is not None:
+                total = LF.l2n(total.float())
+            return total
+
+    def pixels(self, images: Sequence[Image.Image | torch.Tensor], size: int = 0) -> torch.Tensor:
+        """The normalised N x 3 x size x size batch `forward` takes, on the device, in the plan's
+        memory format (size 0: the model's input size)."""
+        self.load()
+        assert self._backbone is not None
+        assert self._spec is not None
+        return normalise(self._resized(images, size or self._spec.input_size),
+                         self._backbone.mean, self._backbone.std, self.plan.channels_last)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The network alone on a normalised N x 3 x H x W batch on the device, under the plan's
+        precision; asynchronous on CUDA (the result is ready once read)."""
+        self.load()
+        assert self._net is not None
+        with torch.inference_mode(), self._lock, autocast(self.plan):
+            out: torch.Tensor = self._net(pixels)
+            return out
+
+    def _resized(self, images: Sequence[Image.Image | torch.Tensor], size: int) -> torch.Tensor:
+        """N x size x size x 3 uint8 on the device: PIL images resized on the host and copied,
+        device tensors resized where they are."""
+        mode = self.config.resize
+        on_host = [im for im in images if isinstance(im, Image.Image)]
+        host_rows = self._feeder.to_device(to_uint8_batch(on_host, size, mode)) if on_host else None
+        if len(on_host) == len(images) and host_rows is not None:
+            return host_rows
+        from_host = iter(host_rows if host_rows is not None else ())
+        return torch.stack([
+            next(from_host) if isinstance(im, Image.Image)
+            else resize_tensor(im.to(self.device), size, mode)
+            for im in images
+        ])
+
+    def _collect(self, descriptors: torch.Tensor | None) -> NDArray[np.float32]:
+        if descriptors is None:
+            return self._empty()
+        return np.asarray(descriptors.float().cpu().numpy(), dtype=np.float32)
 
     def embed_bytes(self, blobs: Sequence[bytes]) -> list[EmbedOutcome]:
-        """One outcome per encoded image, in order; a bad image fails alone."""
-        decoded: list[Image.Image | ImageError] = []
-        for data in blobs:
-            try:
-                decoded.append(self.decode(data))
-            except ImageError as exc:
-                decoded.append(exc)
-        good = [im for im in decoded if isinstance(im, Image.Image)]
-        vectors = iter(self.embed_images(good))
+        """One outcome per encoded image, in order; a bad image fails alone.
+
+        With `decodes_on_device`, each batch's JPEGs are decoded together on the device while
+        the previous batch computes; other formats and files the tensor decoder refuses go
+        through PIL, which names what is wrong with a bad one."""
+        self.load()
+        step = self.batch_size
+        errors: list[list[ImageError | None]] = []
+
+        def chunks() -> Iterator[list[Image.Image | torch.Tensor]]:
+            for start in range(0, len(blobs), step):
+                decoded = self._decode_chunk(blobs[start:start + step])
+                # Only the errors are kept: the decoded pixels are freed once launched.
+                errors.append([d if isinstance(d, ImageError) else None for d in decoded])
+                yield [d for d in decoded if not isinstance(d, ImageError)]
+
+        vectors = iter(self._whiten(np.concatenate([self._empty(), *self._embed_chunks(chunks())])))
         return [
-            EmbedOutcome(error=item) if isinstance(item, ImageError)
-            else EmbedOutcome(vector=next(vectors))
-            for item in decoded
+            EmbedOutcome(error=error) if error is not None else EmbedOutcome(vector=next(vectors))
+            for chunk_errors in errors for error in chunk_errors
         ]
+
+    def _decode_chunk(self, blobs: Sequence[bytes]) -> list[Image.Image | torch.Tensor | ImageError]:
+        on_device: dict[int, torch.Tensor] = {}
+        if self.decodes_on_device:
+            picks = [i for i, data in enumerate(blobs)
+                     if tensor_decodable(data, self.config.max_pixels)]
+            for i, tensor in zip(picks, decode_jpegs([blobs[i] for i in picks], self.device),
+                                 strict=True):
+                if tensor is not None:
+                    on_device[i] = tensor
+        out: list[Image.Image | torch.Tensor | ImageError] = []
+        for i, data in enumerate(blobs):
+            if i in on_device:
+                out.append(on_device[i])
+                continue
+            try:
+                out.append(self.decode(data))
+            except ImageError as exc:
+                out.append(exc)
+        return out

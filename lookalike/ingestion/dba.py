@@ -65,6 +65,10 @@ class DbaStore(Protocol):
         """Ids and one matrix per vector field, in batches."""
         ...
 
+    def seal(self, timeout_s: float = 600.0, *, strict: bool = True) -> bool:
+        """Flush what was written and wait until the indexes cover it; whether they do."""
+        ...
+
 
 def dba_for(store: DbaStore, wanted: DbaParams | None) -> DbaParams | None:
     """The DBA to keep up on `store`: the one recorded with it, which `wanted` must match.

@@ -22,8 +22,9 @@ from lookalike.core.settings import ModelSettings, Settings
 from lookalike.core.vector_index import is_lite
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import HashingError, ItqHash
-from lookalike.embedder.runtime import Embedder, EmbedderConfig
+from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.hash_codes import write_codes
+from lookalike.ingestion.model_config import embedder_config
 from lookalike.ingestion.reindex import ReindexReport, ReindexStep, reindex
 from lookalike.ingestion.retry import RetryPolicy
 
@@ -91,13 +92,7 @@ def version_model(settings: ModelSettings, model: ModelVersion, weights: Path) -
 def _embedder(model: ModelSettings) -> Embedder:
     """The in-process embedder for these model settings (unwhitened: a fine-tuned model's
     descriptors are served as trained)."""
-    return Embedder(EmbedderConfig(
-        backbone=model.backbone, weights=Path(model.weights) if model.weights else None,
-        input_size=model.image_size, pooling=model.pooling, gem_p=model.gem_p,
-        batch_size=model.batch_size, device=model.device, threads=model.threads,
-        max_pixels=model.max_pixels, decode_px=model.decode_px, scales=tuple(model.scales),
-        flip=model.flip, semantic_weight=model.semantic_weight,
-    ))
+    return Embedder(embedder_config(model))
 
 
 def _learned_hash(registry: ModelRegistry, model: ModelVersion) -> ItqHash | None:
@@ -158,7 +153,7 @@ def roll_out(
 
     ingest = settings.ingest
     done = reindex(
-        store, embedder, blobs, batch_size=model_settings.batch_size,
+        store, embedder, blobs, batch_size=embedder.batch_size,
         workers=ingest.decode_workers, allow_missing=allow_missing,
         retry=RetryPolicy(ingest.retry_initial_s, ingest.retry_max_s, ingest.retry_deadline_s),
         progress=step, prepare=write_learned_codes,

@@ -22,6 +22,9 @@ class IngestOutcome:
     report: IngestReport
     dba: DbaParams | None
     dba_updated: int
+    # Whether the index covered every new row when the ingest returned (False: still building
+    # in the background; searches are exact, and slower, until it is done).
+    indexed: bool = True
 
 
 def count_when_cheap(source: str, items: Iterable[Item]) -> tuple[int | None, Iterator[Item]]:
@@ -41,12 +44,15 @@ def ingest_items(
     *,
     total: int | None,
     dba: DbaParams | None,
+    index_wait_s: float = 60.0,
     progress: bool = True,
     on_batch: Callable[[IngestReport], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> IngestOutcome:
-    """Run `pipeline` over `items` into `store` (the pipeline's collection), then augment what
-    it added when `dba` is set; a cancelled run keeps, and augments, what it stored."""
+    """Run `pipeline` over `items` into `store` (the pipeline's collection), augment what it
+    added when `dba` is set, then seal: flush and wait up to `index_wait_s` for the index to
+    cover the new rows, so searches straight after an ingest are as fast as later ones. A
+    cancelled run keeps, augments and seals what it stored."""
     started = int(time.time())
     report = pipeline.run(items, total=total, progress=progress, on_batch=on_batch,
                           cancelled=cancelled)
@@ -54,4 +60,7 @@ def ingest_items(
     if dba is not None and report.added:
         # The pipeline stamps ingested_at with the wall clock: rows stamped since the start are new.
         updated = apply_dba(store, ids_ingested_since(store, started), dba.k, dba.alpha)
-    return IngestOutcome(report, dba, updated)
+    indexed = True
+    if report.added or updated:
+        indexed = store.seal(index_wait_s, strict=False) if index_wait_s > 0 else False
+    return IngestOutcome(report, dba, updated, indexed)

@@ -24,7 +24,7 @@ from PIL import Image
 from lookalike.embedder.errors import ImageError
 from lookalike.embedder.runtime import Embedder, EmbedOutcome
 from lookalike.embedder.spec import EmbedderSpec
-from lookalike.services.callctx import call_deadline, forward_ms
+from lookalike.services.callctx import call_deadline, forward_ms, queue_ms
 from lookalike.services.errors import DeadlineExceeded, Overloaded
 from lookalike.services.metrics import ServerMetrics
 from lookalike.services.search import QueryEmbedder
@@ -37,7 +37,7 @@ class _Job(Generic[T, R]):
     items: list[T]
     deadline: float | None
     enqueued: float
-    future: Future[tuple[list[R], float]] = field(default_factory=Future)
+    future: Future[tuple[list[R], float, float]] = field(default_factory=Future)
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -69,14 +69,15 @@ class DynamicBatcher(Generic[T, R]):
         """Items waiting for the model."""
         return self._queued
 
-    def submit(self, items: Sequence[T]) -> tuple[list[R], float]:
-        """Results for `items` in order, and the forward time (ms) of the batch that ran them.
+    def submit(self, items: Sequence[T]) -> tuple[list[R], float, float]:
+        """Results for `items` in order, the forward time (ms) of the batch that ran them, and
+        how long (ms) they waited in the queue before that batch started.
 
         Raises Overloaded when the queue cannot take them, DeadlineExceeded when the call's
         deadline (`call_deadline`) passes first.
         """
         if not items:
-            return [], 0.0
+            return [], 0.0, 0.0
         deadline = call_deadline.get()
         job: _Job[T, R] = _Job(list(items), deadline, time.monotonic())
         with self._cond:
@@ -144,6 +145,7 @@ class DynamicBatcher(Generic[T, R]):
                 continue
             items = [item for job in live for item in job.items]
             started = time.perf_counter()
+            began = time.monotonic()
             try:
                 results = self._run_batch(items)
             except BaseException as exc:
@@ -156,16 +158,17 @@ class DynamicBatcher(Generic[T, R]):
                 self._metrics.forward_seconds.observe(seconds)
             start = 0
             for job in live:
-                job.future.set_result((results[start:start + len(job.items)], seconds * 1000.0))
+                job.future.set_result((results[start:start + len(job.items)], seconds * 1000.0,
+                                       (began - job.enqueued) * 1000.0))
                 start += len(job.items)
 
 
 class BatchedEmbedder:
     """A QueryEmbedder whose model calls go through a DynamicBatcher.
 
-    Over an in-process Embedder, images are decoded in the calling threads (in parallel) and only
-    the forward pass is batched; over any other embedder (a remote EmbedService) the encoded
-    bytes are batched.
+    Over an in-process Embedder that decodes with PIL, images are decoded in the calling threads
+    (in parallel) and only the forward pass is batched; over one that decodes on its device
+    (nvJPEG, batched) or any other embedder (a remote EmbedService) the encoded bytes are batched.
     """
 
     def __init__(
@@ -180,7 +183,7 @@ class BatchedEmbedder:
         self.inner = inner
         self._local: DynamicBatcher[Image.Image, NDArray[np.float32]] | None = None
         self._remote: DynamicBatcher[bytes, EmbedOutcome] | None = None
-        if isinstance(inner, Embedder):
+        if isinstance(inner, Embedder) and not inner.decodes_on_device:
             model = inner
             self._local = DynamicBatcher(
                 lambda images: list(model.embed_images(images)),
@@ -198,10 +201,12 @@ class BatchedEmbedder:
         return self.inner.spec
 
     def embed_bytes(self, blobs: Sequence[bytes]) -> list[EmbedOutcome]:
-        """One outcome per encoded image, in order; sets `forward_ms` for the caller."""
+        """One outcome per encoded image, in order; sets `forward_ms` and `queue_ms` for the
+        caller."""
         if self._remote is not None:
-            outcomes, ms = self._remote.submit(blobs)
+            outcomes, ms, waited = self._remote.submit(blobs)
             forward_ms.set(ms)
+            queue_ms.set(waited)
             return outcomes
         assert self._local is not None
         assert isinstance(self.inner, Embedder)
@@ -211,8 +216,10 @@ class BatchedEmbedder:
                 decoded.append(self.inner.decode(data))
             except ImageError as exc:
                 decoded.append(exc)
-        vectors, ms = self._local.submit([im for im in decoded if isinstance(im, Image.Image)])
+        vectors, ms, waited = self._local.submit(
+            [im for im in decoded if isinstance(im, Image.Image)])
         forward_ms.set(ms)
+        queue_ms.set(waited)
         rows = iter(vectors)
         return [
             EmbedOutcome(error=item) if isinstance(item, ImageError)

@@ -8,3 +8,5 @@ from contextvars import ContextVar
 call_deadline: ContextVar[float | None] = ContextVar("call_deadline", default=None)
 # Model forward time (ms) of the batch that served this thread's latest embedding call.
 forward_ms: ContextVar[float | None] = ContextVar("forward_ms", default=None)
+# Time (ms) that call waited in the batcher's queue before its batch started.
+queue_ms: ContextVar[float] = ContextVar("queue_ms", default=0.0)

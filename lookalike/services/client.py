@@ -73,12 +73,14 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class SearchResponse:
-    """Hits best first, the server-side time, and the model's share of it."""
+    """Hits best first, the server-side time, the model's share of it, and how long the query
+    waited for the model."""
 
     hits: list[Hit]
     took_ms: float
     collection: str
     embed_ms: float = 0.0
+    queue_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +411,7 @@ def _spec(m: pb.ModelSpec) -> EmbedderSpec:
 
 def _search_response(r: pb.SearchResponse) -> SearchResponse:
     return SearchResponse(hits=[_hit(h) for h in r.hits], took_ms=r.took_ms,
-                          collection=r.collection, embed_ms=r.embed_ms)
+                          collection=r.collection, embed_ms=r.embed_ms, queue_ms=r.queue_ms)
 
 
 def _search_request(q: SearchQuery) -> pb.SearchRequest:

@@ -34,7 +34,7 @@ from lookalike.embedder.local_features import (
 )
 from lookalike.embedder.runtime import EmbedOutcome
 from lookalike.embedder.spec import EmbedderSpec
-from lookalike.services.callctx import forward_ms
+from lookalike.services.callctx import forward_ms, queue_ms
 
 DEFAULT_TOP_K = 10
 # As RetrievalSettings.qe_n allows: more neighbours only dilute the query.
@@ -125,6 +125,8 @@ class SearchResult:
     took_ms: float
     collection: str
     embed_ms: float = 0.0
+    # Time the query waited for the model behind other requests' batches.
+    queue_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ class RankResult:
     took_ms: float
     collection: str
     embed_ms: float = 0.0
+    queue_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,7 @@ class _Prepared:
     vector: NDArray[np.float32]
     exclude: tuple[int, ...] = ()
     embed_ms: float = 0.0
+    queue_ms: float = 0.0
 
 
 def _count_inliers(
@@ -259,7 +263,7 @@ class SearchEngine:
                 started: float) -> SearchResult:
         hits = self._hits(query, options, prepared)
         return SearchResult(hits=hits, took_ms=_ms_since(started), collection=self.store.name,
-                            embed_ms=prepared.embed_ms)
+                            embed_ms=prepared.embed_ms, queue_ms=prepared.queue_ms)
 
     def _rank(self, query: Query, options: SearchOptions, prepared: _Prepared,
               started: float) -> RankResult:
@@ -273,7 +277,7 @@ class SearchEngine:
                 options.filter_expr, prepared.exclude, options.min_score, options.params,
             )[0]
         return RankResult(ranked=ranked, took_ms=_ms_since(started), collection=self.store.name,
-                          embed_ms=prepared.embed_ms)
+                          embed_ms=prepared.embed_ms, queue_ms=prepared.queue_ms)
 
     def _hits(self, query: Query, options: SearchOptions, prepared: _Prepared) -> list[SearchHit]:
         """Hits best first: after query expansion and verification where they apply."""
@@ -353,13 +357,15 @@ class SearchEngine:
         except (NotFound, LocalFeatureError):
             return None
 
-    def _embed(self, images: Sequence[bytes]) -> tuple[list[EmbedOutcome], float]:
-        """Outcomes and model time (ms): the batch forward time where the embedder reports it."""
+    def _embed(self, images: Sequence[bytes]) -> tuple[list[EmbedOutcome], float, float]:
+        """Outcomes, model time (ms: the batch forward time where the embedder reports it) and
+        the time (ms) spent queued for the model."""
         forward_ms.set(None)
+        queue_ms.set(0.0)
         started = time.perf_counter()
         outcomes = self.embedder.embed_bytes(images)
         reported = forward_ms.get()
-        return outcomes, _ms_since(started) if reported is None else reported
+        return outcomes, _ms_since(started) if reported is None else reported, queue_ms.get()
 
     def _prepare(self, query: Query, top_k: int, embedded: EmbedOutcome | None = None) -> _Prepared:
         """The query vector and the ids to leave out (a stored query excludes itself); an image
@@ -370,16 +376,16 @@ class SearchEngine:
         if query.vector is not None:
             return _Prepared(self._check_vector(query.vector))
         if query.image is not None:
-            embed_ms = 0.0
+            embed_ms = waited_ms = 0.0
             if embedded is None:
-                outcomes, embed_ms = self._embed([query.image])
+                outcomes, embed_ms, waited_ms = self._embed([query.image])
                 embedded = outcomes[0]
             if embedded.error is not None:
                 raise InvalidArgument(f"query image: {embedded.error}")
             self._check_model()
             assert embedded.vector is not None
             return _Prepared(np.asarray(embedded.vector, dtype=np.float32)[None, :],
-                             embed_ms=embed_ms)
+                             embed_ms=embed_ms, queue_ms=waited_ms)
         assert query.image_id is not None
         stored = self.store.get_vectors([query.image_id])[0]
         if stored is None:

@@ -136,7 +136,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             hits = [_image_message(self._engine, h.image, h.score, with_thumbnails, h.inliers)
                     for h in result.hits]
         return pb.SearchResponse(hits=hits, took_ms=result.took_ms, collection=result.collection,
-                                 embed_ms=result.embed_ms)
+                                 embed_ms=result.embed_ms, queue_ms=result.queue_ms)
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):

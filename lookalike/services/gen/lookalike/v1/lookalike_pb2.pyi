@@ -420,11 +420,14 @@ class SearchResponse(_message.Message):
     TOOK_MS_FIELD_NUMBER: _builtins.int
     COLLECTION_FIELD_NUMBER: _builtins.int
     EMBED_MS_FIELD_NUMBER: _builtins.int
+    QUEUE_MS_FIELD_NUMBER: _builtins.int
     took_ms: _builtins.float
     """Server-side time spent on the search, embedding included."""
     collection: _builtins.str
     embed_ms: _builtins.float
     """Model forward time of the batch that embedded the query (0 for id and vector queries)."""
+    queue_ms: _builtins.float
+    """Time the query waited for the model behind earlier batches (0 without dynamic batching)."""
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]: ...
     def __init__(
@@ -434,10 +437,11 @@ class SearchResponse(_message.Message):
         took_ms: _builtins.float = ...,
         collection: _builtins.str = ...,
         embed_ms: _builtins.float = ...,
+        queue_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "embed_ms", b"embed_ms", "hits", b"hits", "took_ms", b"took_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "embed_ms", b"embed_ms", "hits", b"hits", "queue_ms", b"queue_ms", "took_ms", b"took_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
