@@ -21,6 +21,10 @@ class BlobStore(Protocol):
         """Store `data` under `key`, replacing what was there."""
         ...
 
+    def create(self, key: str, data: bytes, content_type: str) -> bool:
+        """Store `data` under `key` only if nothing is there; whether this call stored it."""
+        ...
+
     def get(self, key: str) -> bytes:
         """The bytes under `key`; raises NotFound."""
         ...
@@ -71,6 +75,21 @@ class LocalBlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def create(self, key: str, data: bytes, content_type: str) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            # A hard link fails on an existing name: atomic create-if-absent of a complete file.
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         try:
@@ -148,6 +167,15 @@ class S3BlobStore:
             )
         except s3_transport_errors() as exc:
             raise StoreUnavailable(f"S3 put of {key!r} failed: {exc}") from exc
+
+    def create(self, key: str, data: bytes, content_type: str) -> bool:
+        # The minio SDK sends no conditional PUT (If-None-Match), so this is check-then-put:
+        # two writers can both see the key free. Callers that race (the model registry) read
+        # their write back.
+        if self.exists(key):
+            return False
+        self.put(key, data, content_type)
+        return True
 
     def get(self, key: str) -> bytes:
         from minio.error import S3Error

@@ -11,11 +11,12 @@ Each version lives under `models/registry/<version>/`:
   version is listed only once its manifest exists, so a half-written one (a crash, an upload in
   progress) never is.
 
-Two registrations may pick the same free id (the BlobStore interface has no create-if-absent):
-each writes its token and reads it back, and reads it again just before writing its manifest;
-the one whose token was overwritten removes its artefacts and takes the next id. What remains is
-the window between that last read and the manifest's write, milliseconds against the seconds a
-weights upload takes. Bytes and JSON only: this module needs no torch.
+A claim is taken with the store's create-if-absent (`BlobStore.create`), atomic on the local
+store. On S3 it is check-then-put, so two registrations may pick the same free id there: each
+reads its token back, and again just before writing its manifest; the one whose token was
+overwritten removes its artefacts and takes the next id. What remains on S3 is the window
+between that last read and the manifest's write, milliseconds against the seconds a weights
+upload takes. Bytes and JSON only: this module needs no torch.
 """
 
 from __future__ import annotations
@@ -305,11 +306,9 @@ class ModelRegistry:
         number = len(self._claimed()) + 1
         while True:
             version = f"v{number}"
-            key = self._claim_key(version)
-            if not self.blobs.exists(key):
-                self.blobs.put(key, token.encode(), "text/plain")
-                if self._claim_token(version) == token:
-                    return version, token
+            created = self.blobs.create(self._claim_key(version), token.encode(), "text/plain")
+            if created and self._claim_token(version) == token:
+                return version, token
             number += 1
 
     def _claim_token(self, version: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,25 @@ def test_put_get_exists_delete_round_trip(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=r"images/abc\.jpg"):
         store.get("images/abc.jpg")
     assert store.presigned_url("images/abc.jpg", 60) is None
+
+
+def test_create_stores_only_when_absent_and_exactly_once_under_a_race(tmp_path: Path) -> None:
+    """`create` never replaces a blob; of 16 threads creating one key at once, one wins."""
+    store = LocalBlobStore(tmp_path)
+    assert store.create("claims/v1", b"first", "text/plain")
+    assert not store.create("claims/v1", b"second", "text/plain")
+    assert store.get("claims/v1") == b"first"
+    start = threading.Barrier(16)
+
+    def create(n: int) -> bool:
+        start.wait()
+        return store.create("claims/v2", str(n).encode(), "text/plain")
+
+    with ThreadPoolExecutor(16) as pool:
+        won = [n for n, created in enumerate(pool.map(create, range(16))) if created]
+    assert len(won) == 1
+    assert store.get("claims/v2") == str(won[0]).encode()
+    assert [p.name for p in (tmp_path / "claims").iterdir() if p.name.startswith(".tmp")] == []
 
 
 def test_keys_cannot_escape_the_root(tmp_path: Path) -> None:

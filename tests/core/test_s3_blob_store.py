@@ -27,10 +27,14 @@ def test_round_trip_with_prefix_and_presigned_url(s3_server: S3Server) -> None:
     assert f"/{bucket}/collection-a/images/abc.jpg" in url
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read() == b"\xff\xd8jpeg bytes"
+    assert not store.create("images/abc.jpg", b"other", "image/jpeg")
+    assert store.get("images/abc.jpg") == b"\xff\xd8jpeg bytes"
     store.delete("images/abc.jpg")
     assert not store.exists("images/abc.jpg")
     with pytest.raises(NotFound, match=r"images/abc\.jpg"):
         store.get("images/abc.jpg")
+    assert store.create("images/abc.jpg", b"new", "image/jpeg")
+    assert store.get("images/abc.jpg") == b"new"
 
 
 def test_unreachable_endpoint_fails_at_once_with_a_clear_error() -> None:
