@@ -394,7 +394,7 @@ def _serves(live: Mapping[str, Any], model: ModelVersion) -> bool:
 def _model_info(version: ModelVersion, live: Mapping[str, Any]) -> ModelInfo:
     spec = version.spec
     return ModelInfo(
-        version=version.version, created_at=version.created_at,
+        version=version.version, created_at=int(version.created_at),
         backbone=str(spec.get("backbone", "")), weights_id=version.weights_id,
         loss=str(spec.get("loss", "")), bits=int(spec.get("bits", 0) or 0),
         metrics={**_flat_numbers({k: v for k, v in version.metrics.items() if k != HELDOUT}),

@@ -17,6 +17,13 @@ from numpy.typing import NDArray
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from lookalike.services.job_summaries import BadFile as BadFile
+from lookalike.services.job_summaries import EvalRow as EvalRow
+from lookalike.services.job_summaries import EvalSummary as EvalSummary
+from lookalike.services.job_summaries import IngestSummary as IngestSummary
+from lookalike.services.job_summaries import ModelInfo as ModelInfo
+from lookalike.services.job_summaries import TrainEpoch as TrainEpoch
+from lookalike.services.job_summaries import TrainSummary as TrainSummary
 
 if TYPE_CHECKING:
     from lookalike.core.settings import ClientSettings
@@ -213,103 +220,6 @@ class DropResult:
     recreated: bool
 
 
-@dataclass(frozen=True, slots=True)
-class BadFile:
-    """A file a job did not ingest, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class IngestSummary:
-    """What an ingest job did (so far, or in all once finished)."""
-
-    seen: int
-    added: int
-    already_stored: int
-    duplicates: int
-    failed: list[BadFile]
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class EvalRow:
-    """One configuration's scores: p@K, map, ndcg@10, ..., and mean precision at K=1, 2, ..."""
-
-    config: str
-    levers: str
-    scores: dict[str, float]
-    pk_curve: list[float]
-    per_class_ap: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class EvalSummary:
-    """An evaluation's dataset and one row per configuration."""
-
-    dataset: str
-    kind: str
-    images: int
-    queries: int
-    rows: list[EvalRow]
-
-
-@dataclass(frozen=True, slots=True)
-class TrainEpoch:
-    """One epoch of a training job: mean training loss, validation mAP after it, duration."""
-
-    epoch: int
-    train_loss: float
-    val_map: float
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class TrainSummary:
-    """A training job so far: its data and settings, the epochs run (the loss and validation
-    mAP curves), then the held-out comparison and the registered version.
-
-    The held-out mAPs are None until measured: of the pretrained backbone and the fine-tuned
-    model, and of the learned codes (Hamming search re-ranked in float) next to float search.
-    `comparison` holds every number the comparison measured, by name.
-    """
-
-    dataset: str
-    classes: int
-    images: int
-    backbone: str
-    loss: str
-    bits: int
-    epochs_planned: int
-    epochs: list[TrainEpoch]
-    best_epoch: int
-    stopped_early: bool
-    pretrained_map: float | None
-    finetuned_map: float | None
-    hashed_map: float | None
-    float_map: float | None
-    comparison: dict[str, float]
-    version: str
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A trained model version in the server's registry."""
-
-    version: str
-    created_at: int
-    backbone: str
-    weights_id: str
-    loss: str
-    bits: int
-    metrics: dict[str, float]
-    trained_on: str
-    size_bytes: int
-    serving: bool
-
-
 JOB_STATES_FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -353,16 +263,16 @@ def _job(j: pb.Job) -> Job:
         i = j.ingest
         ingest = IngestSummary(
             seen=i.seen, added=i.added, already_stored=i.already_stored, duplicates=i.duplicates,
-            failed=[BadFile(f.path, f.reason) for f in i.failed], seconds=i.seconds,
+            failed=tuple(BadFile(f.path, f.reason) for f in i.failed), seconds=i.seconds,
         )
     evaluation = None
     if j.HasField("evaluation"):
         e = j.evaluation
         evaluation = EvalSummary(
             dataset=e.dataset, kind=e.kind, images=e.images, queries=e.queries,
-            rows=[EvalRow(config=r.config, levers=r.levers, scores=dict(r.scores),
-                          pk_curve=list(r.pk_curve), per_class_ap=dict(r.per_class_ap))
-                  for r in e.rows],
+            rows=tuple(EvalRow(config=r.config, levers=r.levers, scores=dict(r.scores),
+                               pk_curve=tuple(r.pk_curve), per_class_ap=dict(r.per_class_ap))
+                       for r in e.rows),
         )
     return Job(id=j.id, kind=j.kind, state=j.state, source=j.source, done=j.done, total=j.total,
                rate_per_s=j.rate_per_s, eta_s=j.eta_s, message=j.message,
@@ -379,8 +289,8 @@ def _training(t: pb.TrainSummary) -> TrainSummary:
     return TrainSummary(
         dataset=t.dataset, classes=t.classes, images=t.images, backbone=t.backbone, loss=t.loss,
         bits=t.bits, epochs_planned=t.epochs_planned,
-        epochs=[TrainEpoch(epoch=e.epoch, train_loss=e.train_loss, val_map=e.val_map,
-                           seconds=e.seconds) for e in t.epochs],
+        epochs=tuple(TrainEpoch(epoch=e.epoch, train_loss=e.train_loss, val_map=e.val_map,
+                                seconds=e.seconds) for e in t.epochs),
         best_epoch=t.best_epoch, stopped_early=t.stopped_early,
         pretrained_map=_optional(t, "pretrained_map"), finetuned_map=_optional(t, "finetuned_map"),
         hashed_map=_optional(t, "hashed_map"), float_map=_optional(t, "float_map"),

@@ -28,6 +28,13 @@ from lookalike.embedder.hashing import HASH_BITS
 from lookalike.services.errors import Overloaded
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from lookalike.services.job_summaries import BadFile as BadFile
+from lookalike.services.job_summaries import EvalRow as EvalRow
+from lookalike.services.job_summaries import EvalSummary as EvalSummary
+from lookalike.services.job_summaries import IngestSummary as IngestSummary
+from lookalike.services.job_summaries import ModelInfo as ModelInfo
+from lookalike.services.job_summaries import TrainEpoch as TrainEpoch
+from lookalike.services.job_summaries import TrainSummary as TrainSummary
 
 log = logging.getLogger("lookalike.jobs")
 
@@ -58,83 +65,6 @@ class SourceNotAllowed(InvalidArgument):
     """A job's source lies outside the server's job roots, or is of a form jobs do not read."""
 
 
-@dataclass(frozen=True, slots=True)
-class BadFile:
-    """A file an ingest job did not store, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class IngestSummary:
-    """What an ingest job did so far (or in all, once finished)."""
-
-    seen: int
-    added: int
-    already_stored: int
-    duplicates: int
-    failed: tuple[BadFile, ...]
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class EvalRow:
-    """One configuration's scores (p@1, map, ndcg@10, ...), P@K curve and per-class AP."""
-
-    config: str
-    levers: str
-    scores: dict[str, float]
-    pk_curve: tuple[float, ...]
-    per_class_ap: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class EvalSummary:
-    """An evaluation's dataset and a row per configuration measured so far."""
-
-    dataset: str
-    kind: str
-    images: int
-    queries: int
-    rows: tuple[EvalRow, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TrainEpoch:
-    """One epoch of a training job: its mean loss, validation mAP after it, and its duration."""
-
-    epoch: int
-    train_loss: float
-    val_map: float
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class TrainSummary:
-    """A training job so far: what it trains on and how, the epochs run (the curves), then the
-    held-out comparison with the pretrained model and the registered version."""
-
-    dataset: str
-    classes: int
-    images: int
-    backbone: str
-    loss: str
-    bits: int
-    epochs_planned: int
-    epochs: tuple[TrainEpoch, ...] = ()
-    best_epoch: int = 0
-    stopped_early: bool = False
-    # None until the comparison on the held-out half has measured them.
-    pretrained_map: float | None = None
-    finetuned_map: float | None = None
-    hashed_map: float | None = None
-    float_map: float | None = None
-    comparison: dict[str, float] = field(default_factory=dict)
-    version: str = ""
-    seconds: float = 0.0
-
-
 Summary = IngestSummary | EvalSummary | TrainSummary
 
 
@@ -149,22 +79,6 @@ class TrainParams:
     bits: int
     epochs: int
     backbone: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A registered model version as ListModels shows it."""
-
-    version: str
-    created_at: float
-    backbone: str
-    weights_id: str
-    loss: str
-    bits: int
-    metrics: dict[str, float]
-    trained_on: str
-    size_bytes: int
-    serving: bool
 
 
 class JobContext:
@@ -465,7 +379,7 @@ def _summary_pb(out: pb.Job, summary: Summary | None) -> None:
 
 def _model_pb(model: ModelInfo) -> pb.ModelInfo:
     return pb.ModelInfo(
-        version=model.version, created_at=int(model.created_at), backbone=model.backbone,
+        version=model.version, created_at=model.created_at, backbone=model.backbone,
         weights_id=model.weights_id, loss=model.loss, bits=model.bits, metrics=model.metrics,
         trained_on=model.trained_on, size_bytes=model.size_bytes, serving=model.serving,
     )

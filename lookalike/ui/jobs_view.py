@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -297,6 +297,6 @@ def recent_jobs(jobs: list[Job], key: str) -> None:
         st.caption(f"The {RECENT_JOBS} most recent of {len(jobs)} jobs.")
 
 
-def bad_files_jsonl(failed: list[BadFile]) -> str:
+def bad_files_jsonl(failed: Sequence[BadFile]) -> str:
     """The files a job did not ingest as JSON Lines: one {"path", "reason"} object a line."""
     return "".join(json.dumps({"path": f.path, "reason": f.reason}) + "\n" for f in failed)
