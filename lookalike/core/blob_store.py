@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +47,23 @@ class BlobStore(Protocol):
         ...
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Write `path` atomically: a crash never leaves a half-written file under its name."""
+    _place(path, data, os.replace)
+
+
+def _place(path: Path, data: bytes, move: Callable[[str, Path], None]) -> None:
+    """Write `data` to a temporary file beside `path`, then `move` it there (replace or link)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        move(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -64,32 +82,15 @@ class LocalBlobStore:
         return self.root / _check_key(key)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a crash never leaves a half-written blob under its final key.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_file(self._path(key), data)
 
     def create(self, key: str, data: bytes, content_type: str) -> bool:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
             # A hard link fails on an existing name: atomic create-if-absent of a complete file.
-            os.link(tmp, path)
-            return True
+            _place(self._path(key), data, os.link)
         except FileExistsError:
             return False
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def get(self, key: str) -> bytes:
         try:

@@ -24,17 +24,15 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lookalike.core.blob_store import BlobStore
+from lookalike.core.blob_store import BlobStore, write_file
 from lookalike.core.errors import ConfigError, InvalidArgument, NotFound, StoreUnavailable
 
 REGISTRY_PREFIX = "models/registry"
@@ -252,15 +250,7 @@ class ModelRegistry:
             return path
         data = self._artefact(model, "weights")
         assert data is not None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_file(path, data)
         return path
 
     def hash_artefact(self, version: str) -> bytes | None:
