@@ -501,15 +501,15 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from lookalike.embedder.training import EpochLog
+    from lookalike.embedder.training import EpochLog, TrainConfig
     from lookalike.training.run import TrainOptions, compare_on_heldout, train_model
 
     options = TrainOptions(
-        loss=args.loss, bits=args.bits, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, freeze=args.freeze, patience=args.patience, seed=args.seed,
+        train=TrainConfig(loss=args.loss, bits=args.bits, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
+                          patience=args.patience, seed=args.seed, views=args.views),
         val_fraction=args.val_fraction, backbone=args.backbone or "",
         weights=Path(args.weights) if args.weights else None, protocol=args.protocol,
-        views=args.views,
     )
     dataset_dir = Path(args.dataset)
     out_dir = Path(args.out) if args.out else (

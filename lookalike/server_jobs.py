@@ -19,7 +19,7 @@ from lookalike.core.settings import Settings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.backbones import OFFLINE, known_backbones
 from lookalike.embedder.runtime import Embedder
-from lookalike.embedder.training import EpochLog
+from lookalike.embedder.training import EpochLog, TrainConfig
 from lookalike.evaluation.configs import ablation, preset
 from lookalike.evaluation.datasets import load_dataset
 from lookalike.evaluation.suite import ConfigResult, EvalEnv, iter_evaluate
@@ -219,9 +219,9 @@ def min_images_per_class(options: TrainOptions) -> int:
     train on (the same splits as training, one class at a time)."""
     n = 2
     while True:
-        heldout = len(split_by_image(["c"] * n, 0.5, options.seed)[1])
+        heldout = len(split_by_image(["c"] * n, 0.5, options.train.seed)[1])
         pool = n - heldout
-        validation = len(split_by_image(["c"] * pool, options.val_fraction, options.seed)[1])
+        validation = len(split_by_image(["c"] * pool, options.val_fraction, options.train.seed)[1])
         if heldout >= 2 and validation >= 2 and pool > validation:
             return n
         n += 1
@@ -282,12 +282,12 @@ def _train_starter(
         if backbone not in known_backbones():
             raise InvalidArgument(f"unknown backbone {backbone!r}; these need no download: "
                                   f"{', '.join(OFFLINE)}")
-        defaults = TrainOptions()
         # Protocol half: the other half of each class stays out of training, so the comparison
         # with the current model is measured on images neither model has seen. The same
         # backbone as the served one starts from the served weights.
-        options = TrainOptions(loss=params.loss, bits=params.bits,
-                               epochs=params.epochs or defaults.epochs, backbone=backbone,
+        options = TrainOptions(train=TrainConfig(loss=params.loss, bits=params.bits,
+                                                 epochs=params.epochs or TrainConfig().epochs),
+                               backbone=backbone,
                                weights=(Path(settings.model.weights) if settings.model.weights
                                         and backbone == settings.model.backbone else None),
                                protocol="half")
@@ -298,9 +298,9 @@ def _train_starter(
             started = time.monotonic()
             summary = TrainSummary(
                 dataset=dataset.name, classes=len(dataset.classes), images=len(dataset.paths),
-                backbone=backbone, loss=options.loss, bits=options.bits,
-                epochs_planned=options.epochs)
-            job.progress(0, options.epochs, f"loading {len(dataset.paths)} images and "
+                backbone=backbone, loss=options.train.loss, bits=options.train.bits,
+                epochs_planned=options.train.epochs)
+            job.progress(0, options.train.epochs, f"loading {len(dataset.paths)} images and "
                                             f"{backbone}")
             job.report(summary=summary)
 
@@ -308,7 +308,7 @@ def _train_starter(
                 nonlocal summary
                 summary = replace(summary, epochs=(*summary.epochs, _train_epoch(log)),
                                   seconds=time.monotonic() - started)
-                job.progress(log.epoch, options.epochs, _epoch_message(log, options.epochs))
+                job.progress(log.epoch, options.train.epochs, _epoch_message(log, options.train.epochs))
                 job.report(summary=summary)
 
             cache = settings.cache_dir
@@ -320,7 +320,7 @@ def _train_starter(
                 ran = int(outcome.metrics.get("epochs_run", len(summary.epochs)))
                 summary = replace(summary, best_epoch=int(outcome.metrics.get("best_epoch", 0)),
                                   stopped_early=bool(outcome.metrics.get("stopped_early")))
-                job.progress(ran, ran if summary.stopped_early else options.epochs,
+                job.progress(ran, ran if summary.stopped_early else options.train.epochs,
                              "comparing with the pretrained model on the held-out half")
                 job.report(summary=summary)
                 report = compare_on_heldout(settings, folder, options, outcome)

@@ -40,22 +40,15 @@ RERANK_FACTOR = 3
 
 @dataclass(frozen=True, slots=True)
 class TrainOptions:
-    """What `lookalike train` may choose; empty backbone / None weights: the settings' model."""
+    """What `lookalike train` may choose: how to fine-tune (`train`; its input size comes from
+    the backbone), the validation share, the protocol, and the model to start from (empty
+    backbone / None weights: the settings' model). `train.seed` also seeds the splits."""
 
-    loss: str = "hash"
-    bits: int = 48
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    freeze: float = 0.5
-    patience: int = 3
-    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.2
     backbone: str = ""
     weights: Path | None = None
     protocol: str = "all"
-    views: int = 4
-    learn_gem_p: bool = True
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -89,12 +82,12 @@ def training_images(dataset: LabelledImages, options: TrainOptions) -> list[int]
     everything = list(range(len(dataset.paths)))
     if options.protocol == "all":
         return everything
-    return split_by_image(dataset.labels, 0.5, options.seed)[0]
+    return split_by_image(dataset.labels, 0.5, options.train.seed)[0]
 
 
 def heldout_images(dataset: LabelledImages, options: TrainOptions) -> list[int]:
     """The other half of each class under protocol half (never trained or validated on)."""
-    return split_by_image(dataset.labels, 0.5, options.seed)[1]
+    return split_by_image(dataset.labels, 0.5, options.train.seed)[1]
 
 
 def class_scores(x: NDArray[np.float32], labels: NDArray[np.int64]) -> dict[str, float]:
@@ -179,7 +172,7 @@ def train_model(
     name, weights = _backbone_of(settings, options)
     pool = training_images(dataset, options)
     labels_in_pool = [dataset.labels[i] for i in pool]
-    kept, val = split_by_image(labels_in_pool, options.val_fraction, options.seed)
+    kept, val = split_by_image(labels_in_pool, options.val_fraction, options.train.seed)
     train_idx, val_idx = [pool[i] for i in kept], [pool[i] for i in val]
     if len(val_idx) < 2:
         raise ConfigError(f"{dataset_dir}: too few images for a validation split "
@@ -187,12 +180,7 @@ def train_model(
     if settings.model.threads:
         torch.set_num_threads(settings.model.threads)
     backbone = build_backbone(name, weights, settings.model.image_size)
-    config = TrainConfig(
-        loss=options.loss, bits=options.bits, epochs=options.epochs,
-        batch_size=options.batch_size, lr=options.lr, freeze=options.freeze,
-        learn_gem_p=options.learn_gem_p, patience=options.patience, seed=options.seed,
-        input_size=backbone.input_size, views=options.views,
-    )
+    config = replace(options.train, input_size=backbone.input_size)
     decode_px = max(settings.model.decode_px, backbone.input_size) if settings.model.decode_px else 0
     max_pixels = settings.model.max_pixels
     result = train(
@@ -215,17 +203,17 @@ def train_model(
         files["hash"] = out_dir / "hash.npz"
         files["hash"].write_bytes(itq.to_bytes())
     write_curves(result.history, files["curves_json"], files["curves_png"],
-                 f"{name} {options.loss} on {dataset.name}")
+                 f"{name} {options.train.loss} on {dataset.name}")
     seconds = time.perf_counter() - started
     spec: dict[str, Any] = {
         "backbone": name, "weights_id": trained.weights_id,
         "base_weights_id": backbone.weights_id, "pooling": "gem",
-        "gem_p": result.gem_p, "input_size": backbone.input_size, "loss": options.loss,
-        "bits": options.bits if itq is not None else 0, "hash_id": itq.id if itq else "",
+        "gem_p": result.gem_p, "input_size": backbone.input_size, "loss": options.train.loss,
+        "bits": options.train.bits if itq is not None else 0, "hash_id": itq.id if itq else "",
         "trained_on": {
             "dataset": dataset.name, "path": str(dataset_dir), "classes": dataset.classes,
             "images": len(train_idx), "val_images": len(val_idx), "protocol": options.protocol,
-            "split_seed": options.seed, "val_fraction": options.val_fraction,
+            "split_seed": options.train.seed, "val_fraction": options.val_fraction,
         },
     }
     metrics: dict[str, Any] = {
@@ -279,7 +267,7 @@ def compare_on_heldout(
     pretrained = class_scores(pretrained_x, labels)
     tuned = class_scores(tuned_x, labels)
     report: dict[str, Any] = {
-        "dataset": dataset.name, "protocol": "half", "backbone": name, "loss": options.loss,
+        "dataset": dataset.name, "protocol": "half", "backbone": name, "loss": options.train.loss,
         "train_images": outcome.spec["trained_on"]["images"],
         "val_images": outcome.spec["trained_on"]["val_images"], "heldout_images": len(heldout),
         "pretrained": {"map": pretrained["map"], "p@10": pretrained["p@10"],

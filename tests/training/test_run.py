@@ -14,11 +14,12 @@ from lookalike.core.errors import ConfigError
 from lookalike.core.settings import Settings
 from lookalike.embedder.backbones import build_backbone
 from lookalike.embedder.hashing import ItqHash
+from lookalike.embedder.training import TrainConfig
 from lookalike.training.data import labelled_images, split_by_image
 from lookalike.training.run import TrainOptions, compare_on_heldout, heldout_images, training_images
 
-OPTIONS = TrainOptions(backbone="mobilenet_v2", epochs=3, lr=1e-3, batch_size=16, views=2,
-                       protocol="half", patience=3)
+OPTIONS = TrainOptions(train=TrainConfig(epochs=3, lr=1e-3, batch_size=16, views=2, patience=3),
+                       backbone="mobilenet_v2", protocol="half")
 
 
 def _settings(tmp_path: Path) -> Settings:
