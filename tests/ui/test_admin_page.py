@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lookalike.embedder.runtime import Embedder
-from tests.ui.conftest import DEMO_COUNT, closed_port_address, demo_server, open_app, table
+from tests.ui.conftest import DEMO_COUNT, demo_server, open_app, table
 
 PAGE = "admin.py"
 # The demo photos of one label (brick, grass, gravel).
@@ -169,12 +169,3 @@ def test_drop_needs_the_typed_name_then_recreates_an_empty_collection(
     assert at.text_input(key="admin_drop_confirm").value == ""
     assert at.button(key="admin_drop").disabled
 
-
-def test_unreachable_server_shows_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With no server listening the page says it cannot reach it, offers to retry, and never fails."""
-    address = closed_port_address()
-    at = open_app(monkeypatch, address, PAGE)
-    assert not at.exception
-    assert len(at.error) == 1
-    assert at.error[0].value.startswith(f"Cannot reach the Lookalike server at {address}")
-    assert at.button(key="admin_retry").label == "Try again"
