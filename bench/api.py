@@ -25,6 +25,7 @@ from bench.machine import describe_machine, print_result, replace_block
 from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.embedder.runtime import Embedder
+from lookalike.ingestion.run import ingest_items
 from lookalike.ingestion.sources import folder_items
 from lookalike.services.client import ClientError, LookalikeClient
 from lookalike.services.search import SearchEngine
@@ -155,11 +156,11 @@ def measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     embedder.load()
     store = store_from(settings, embedder)
     blobs = blobs_from(settings)
-    report = pipeline_from(settings, embedder, store, blobs).run(
-        list(folder_items(root)), progress=False
-    )
-    # As `lookalike ingest` does: searches start once the index covers the new rows.
-    store.seal()
+    # The ingest `lookalike ingest` runs: it ends once the index covers the new rows.
+    report = ingest_items(
+        pipeline_from(settings, embedder, store, blobs), store, folder_items(root), total=None,
+        dba=None, index_wait_s=settings.ingest.index_wait_s, progress=False,
+    ).report
     engine = engine_from(settings, embedder, store, blobs)
     base = ServerSettings(host="127.0.0.1", port=0, workers=128, max_concurrent_rpcs=512,
                           batch_max_size=32, batch_max_wait_ms=args.max_wait_ms)

@@ -27,7 +27,6 @@ import torch
 
 from bench.machine import describe_machine, print_result
 from lookalike.core.settings import ModelSettings, Settings
-from lookalike.embedder.backbones import build_backbone
 from lookalike.embedder.errors import WeightsUnavailable
 from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.tensor_decode import decode_jpegs
@@ -83,21 +82,20 @@ def _seconds(call: Callable[[], object], device: torch.device) -> float:
 
 
 def _embedder(model: ModelSettings, scratch: Path) -> tuple[Embedder, str]:
-    """The embedder for `model`, with random weights written to `scratch` when its default
-    weights cannot be loaded here."""
+    """The loaded embedder for `model`, with random weights written to `scratch` when its
+    default weights cannot be loaded here."""
+    embedder = Embedder(embedder_config(model))
     try:
-        build_backbone(model.backbone)
-        weights_note = "default"
+        embedder.load()
+        return embedder, "default"
     except WeightsUnavailable:
         import torchvision
 
         path = scratch / f"{model.backbone}-random.pth"
         torch.save(torchvision.models.get_model(model.backbone, weights=None).state_dict(), path)
-        model = model.model_copy(update={"weights": str(path)})
-        weights_note = "random (default weights unavailable offline; speed is the same)"
-    embedder = Embedder(embedder_config(model))
-    embedder.load()
-    return embedder, weights_note
+        embedder = Embedder(embedder_config(model.model_copy(update={"weights": str(path)})))
+        embedder.load()
+        return embedder, "random (default weights unavailable offline; speed is the same)"
 
 
 def _decode_all(embedder: Embedder, blobs: Sequence[bytes]) -> None:

@@ -17,6 +17,7 @@ from bench.machine import describe_machine
 from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.settings import ModelSettings, ServerSettings, Settings
+from lookalike.ingestion.run import ingest_items
 from lookalike.ingestion.sources import folder_items
 from lookalike.services.client import LookalikeClient
 from lookalike.services.server import start_server
@@ -30,9 +31,11 @@ def bench_ingest_and_search(dataset: Path, queries: int) -> list[str]:
         store = store_from(settings, embedder)
         blobs = blobs_from(settings)
         items = list(folder_items(dataset))
-        report = pipeline_from(settings, embedder, store, blobs).run(items, progress=False)
-        # As `lookalike ingest` does: searches start once the index covers the new rows.
-        store.seal()
+        # The ingest `lookalike ingest` runs: it ends once the index covers the new rows.
+        report = ingest_items(
+            pipeline_from(settings, embedder, store, blobs), store, items, total=None, dba=None,
+            index_wait_s=settings.ingest.index_wait_s, progress=False,
+        ).report
         server = start_server(engine_from(settings, embedder, store, blobs),
                               ServerSettings(host="127.0.0.1", port=0))
         try:
