@@ -111,6 +111,7 @@ bench: install ## every benchmark: embed/search, ingest, API (paste the output i
 	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
 	$(BIN)/lookalike bench api --datasets $(DATASETS)
 	$(BIN)/lookalike bench search --datasets $(DATASETS)
+	$(BIN)/lookalike bench routing --datasets $(DATASETS)
 
 .PHONY: clean
 clean: ## remove caches (keeps .venv and data/)

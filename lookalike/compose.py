@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lookalike.core.blob_store import BlobStore, open_blob_store
+from lookalike.core.errors import ConfigError
 from lookalike.core.settings import MilvusSettings, RetrievalSettings, Settings
 from lookalike.core.vector_store import (
     DbaParams,
@@ -45,7 +46,13 @@ def blobs_from(settings: Settings) -> BlobStore:
 
 
 def store_from(settings: Settings, embedder: Embedder, collection: str | None = None) -> MilvusVectorStore:
-    """The collection for this embedder's model, created when missing."""
+    """The collection for this embedder's model, created when missing; ConfigError when the
+    settings partition by predicted class and the model has no classifier to predict one."""
+    if settings.milvus.partition_by == "predicted" and not embedder.predicts_categories:
+        raise ConfigError(
+            f"LOOKALIKE_MILVUS__PARTITION_BY=predicted needs a backbone with an ImageNet "
+            f"classifier, and {embedder.spec.backbone!r} has none: partition by label instead"
+        )
     return store_for_spec(settings, embedder.spec, collection)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from lookalike.core import companions
 from lookalike.core.errors import InvalidArgument, NotFound, StoreUnavailable
 from lookalike.core.vector_store import (
-    CATEGORY_FIELD,
     DBA_PROPERTY,
     HASH_PROPERTY,
     RAW_FIELD,
@@ -22,6 +21,7 @@ from lookalike.core.vector_store import (
     MilvusVectorStore,
     collection_spec,
     embedding_dim,
+    partition_of,
     read_index,
 )
 
@@ -107,7 +107,7 @@ def drop_collection(store: MilvusVectorStore, name: str, confirm: str) -> DropOu
         description = client.describe_collection(name)
         dba_raw = description.get("properties", {}).get(DBA_PROPERTY)
         has_raw = any(f.get("name") == RAW_FIELD for f in description.get("fields", []))
-        partitioned = any(f.get("name") == CATEGORY_FIELD for f in description.get("fields", []))
+        partition_by = partition_of(description)
         codes = companions.codes_name(name)
         hash_raw = (client.describe_collection(codes).get("properties", {}).get(HASH_PROPERTY)
                     if client.has_collection(codes) else None)
@@ -122,7 +122,7 @@ def drop_collection(store: MilvusVectorStore, name: str, confirm: str) -> DropOu
         raise StoreUnavailable(f"cannot drop collection {name!r}: {exc}") from exc
     if serving:
         settings = store.settings.model_copy(
-            update={"partition_by": "label" if partitioned else "none"})
+            update={"partition_by": partition_by})
         fresh = MilvusVectorStore.open(
             client, store.name, spec, embedding_dim(description), settings,
             dba=DbaParams.from_json(dba_raw) if dba_raw and has_raw else None,

@@ -39,10 +39,14 @@ class ImageMeta:
 
 @dataclass(frozen=True, slots=True)
 class ImageRecord:
-    """One image ready for the vector store: its metadata and L2-normalised embedding."""
+    """One image ready for the vector store: its metadata and L2-normalised embedding.
+
+    `category` is the embedder's predicted class, the partition key of a collection partitioned
+    by prediction ("" when the backbone has no classifier)."""
 
     meta: ImageMeta
     embedding: NDArray[np.float32]
+    category: str = ""
 
 
 @dataclass(frozen=True, slots=True)

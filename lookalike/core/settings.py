@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IndexType = Literal["HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"]
 SearchMode = Literal["ann", "hash_rerank", "routed"]
-PartitionBy = Literal["none", "label"]
+PartitionBy = Literal["none", "label", "predicted"]
 
 
 class _Section(BaseModel):
@@ -41,7 +41,7 @@ class MilvusSettings(_Section):
         "ann",
         description="ann: the float index; hash_rerank: binary codes (Hamming), then exact float "
         "re-scoring (needs `lookalike hash`, server only); routed: only the query's nearest "
-        "categories (needs partition_by).",
+        "categories (needs partition_by label or predicted).",
     )
     rerank_factor: int = Field(
         0, ge=0, le=100,
@@ -53,7 +53,8 @@ class MilvusSettings(_Section):
     partition_by: PartitionBy = Field(
         "none",
         description="label: new collections get a `category` partition key set from each "
-        "image's label, for routed search; none: no partitions.",
+        "image's label, for routed search; predicted: set from the backbone's ImageNet top-1 "
+        "class of each image (needs a backbone with a classifier); none: no partitions.",
     )
     num_partitions: int = Field(64, ge=1, le=1024, description="Partitions of the category key.")
     route_top_n: int = Field(3, ge=1, le=1024, description="Categories a routed search scans.")

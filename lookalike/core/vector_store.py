@@ -129,11 +129,17 @@ class Layout:
     physical: str
     index_type: str
     index_params: dict[str, Any]
-    partitioned: bool
+    # none, label or predicted: what the `category` partition key holds.
+    partition_by: str
     raw: bool
     hash: HashInfo | None
     spec: dict[str, Any]
     read_at: float
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether rows carry a `category` partition key (and the collection has routes)."""
+        return self.partition_by != "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,9 +349,26 @@ def _number(value: Any) -> Any:
         return value
 
 
-def _category(label: str) -> str:
-    """The partition-key value of an image: its label, cut to what the field holds."""
-    return label[:companions.MAX_CATEGORY_LEN]
+def _category(record: ImageRecord, partition_by: str) -> str:
+    """The partition-key value of an image: its predicted class or its label, cut to what the
+    field holds."""
+    if partition_by != "predicted":
+        return record.meta.label[:companions.MAX_CATEGORY_LEN]
+    if not record.category:
+        raise ConfigError(
+            f"image {record.meta.source or record.meta.id} has no predicted category, and the "
+            "collection is partitioned by predicted class: embed with a backbone that has an "
+            "ImageNet classifier, or partition by label"
+        )
+    return record.category[:companions.MAX_CATEGORY_LEN]
+
+
+def partition_of(description: Mapping[str, Any]) -> str:
+    """What a described collection's partition key holds: none, label or predicted."""
+    if not any(f.get("name") == CATEGORY_FIELD for f in description.get("fields", [])):
+        return "none"
+    # Collections made before `predicted` existed were partitioned by label.
+    return str(description.get("properties", {}).get(PARTITION_PROPERTY, "label"))
 
 
 def _row(meta: ImageMeta, vector: NDArray[np.float32]) -> dict[str, Any]:
@@ -581,17 +604,19 @@ class MilvusVectorStore:
         with_raw = layout.raw
         vectors = np.asarray([r.embedding for r in records], dtype=np.float32)
         ids = [r.meta.id for r in records]
+        # Checked before anything is written: a record without a category stores nothing.
+        categories = ([_category(r, layout.partition_by) for r in records]
+                      if layout.partitioned else [])
         if layout.hash is not None:
             codes = self._require_encoder(layout.hash).encode(vectors)
             self._companion("write_codes", layout.physical, ids, codes)
         if layout.partitioned:
-            self._companion("add_to_routes", layout.physical,
-                            [_category(r.meta.label) for r in records], vectors)
+            self._companion("add_to_routes", layout.physical, categories, vectors)
         rows = []
-        for record, vector in zip(records, vectors, strict=True):
+        for i, (record, vector) in enumerate(zip(records, vectors, strict=True)):
             row = _row(record.meta, vector)
             if layout.partitioned:
-                row[CATEGORY_FIELD] = _category(record.meta.label)
+                row[CATEGORY_FIELD] = categories[i]
             if with_raw:
                 row[RAW_FIELD] = row["embedding"]
             rows.append(row)
@@ -687,7 +712,7 @@ class MilvusVectorStore:
                 if not layout.partitioned:
                     raise ConfigError(
                         f"collection {self.name!r} has no category partitions: create it with "
-                        "LOOKALIKE_MILVUS__PARTITION_BY=label for routed search"
+                        "LOOKALIKE_MILVUS__PARTITION_BY=label (or predicted) for routed search"
                     )
                 routes = self._companion(
                     "nearest_categories", layout.physical, queries, search.route_top_n,
@@ -920,7 +945,7 @@ class MilvusVectorStore:
                     if self._call("has_collection", codes) else None)
         return Layout(
             physical=physical, index_type=index_type, index_params=params,
-            partitioned=any(f.get("name") == CATEGORY_FIELD for f in description.get("fields", [])),
+            partition_by=partition_of(description),
             raw=_has_raw(description),
             hash=HashInfo.from_json(recorded) if recorded else None,
             spec=dict(json.loads(properties[SPEC_PROPERTY])) if SPEC_PROPERTY in properties else {},
@@ -1225,10 +1250,12 @@ class MilvusVectorStore:
         self, vector_field: VectorField = "embedding", batch_size: int = 1000
     ) -> Iterator[list[ImageRecord]]:
         """Every stored image with the vector of `vector_field`, in batches, in id order."""
-        for rows in self._iterate([*META_FIELDS, vector_field], "", batch_size):
+        category = [CATEGORY_FIELD] if self.layout().partitioned else []
+        for rows in self._iterate([*META_FIELDS, *category, vector_field], "", batch_size):
             yield [
                 ImageRecord(meta=_meta_from_entity(row),
-                            embedding=np.asarray(row[vector_field], dtype=np.float32))
+                            embedding=np.asarray(row[vector_field], dtype=np.float32),
+                            category=str(row.get(CATEGORY_FIELD, "")))
                 for row in rows
             ]
 

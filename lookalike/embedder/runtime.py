@@ -104,6 +104,8 @@ class EmbedOutcome:
 
     vector: NDArray[np.float32] | None = None
     error: ImageError | None = None
+    # The backbone's top-1 ImageNet class ("" when it has no classifier).
+    category: str = ""
 
     @property
     def ok(self) -> bool:
@@ -127,6 +129,17 @@ def check_tta(backbone: Backbone, input_size: int, scales: Sequence[float]) -> t
     return sizes
 
 
+def category_names(classes: int) -> tuple[str, ...]:
+    """Names of a classifier's outputs: ImageNet's 1,000 classes (torchvision's names, in the
+    order every ImageNet head here uses), else `class_<i>`."""
+    from torchvision.models import MobileNet_V2_Weights
+
+    names = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+    if classes == len(names):
+        return names
+    return tuple(f"class_{i}" for i in range(classes))
+
+
 def pick_device(name: str) -> torch.device:
     """`auto` is the first CUDA device when one is present, else the CPU."""
     if name == "auto":
@@ -145,6 +158,7 @@ class Embedder:
         self._spec: EmbedderSpec | None = None
         self._sizes: tuple[int, ...] = ()
         self._raw_dim = 0
+        self._categories: tuple[str, ...] = ()
         self.device = pick_device(config.device)
         self.plan: AccelPlan = plan_for(self.device, config.precision, config.channels_last,
                                         config.compile)
@@ -177,14 +191,18 @@ class Embedder:
             size = config.input_size or backbone.input_size
             sizes = check_tta(backbone, size, config.scales)
             whitening = config.whitening
+            # The logits ride along with every forward pass: one small matrix product gives each
+            # image's predicted category (a partition key) without a second pass.
             net = RetrievalNet(backbone, config.pooling, config.gem_p,
-                               semantic_weight=config.semantic_weight)
+                               semantic_weight=config.semantic_weight,
+                               logits=backbone.head is not None)
             if whitening is not None and whitening.input_dim != net.dim:
                 raise WhiteningError(
                     f"whitening {whitening.id} was learned on {whitening.input_dim}-dimensional "
                     f"descriptors, but backbone {backbone.name!r} gives {net.dim}"
                 )
             dim = self._raw_dim = net.dim
+            self._categories = category_names(net.classes) if backbone.head is not None else ()
             self._net = prepare(net, self.plan)
             self._backbone = backbone
             self._sizes = sizes
@@ -218,6 +236,13 @@ class Embedder:
         return self._spec
 
     @property
+    def predicts_categories(self) -> bool:
+        """Whether outcomes carry a predicted category: the backbone has a classifier (loads
+        the model)."""
+        self.load()
+        return bool(self._categories)
+
+    @property
     def dim(self) -> int:
         """Descriptor dimension (loads the model)."""
         return self.spec.dim
@@ -243,10 +268,37 @@ class Embedder:
 
         Batch i+1 is prepared on the host while the device still computes batch i (CUDA
         kernels run asynchronously), and its copy overlaps that compute on a side stream."""
+        return self.embed_images_with_logits(images)[0]
+
+    def embed_images_with_categories(
+        self, images: Sequence[Image.Image | torch.Tensor]
+    ) -> tuple[NDArray[np.float32], list[str]]:
+        """`embed_images` and each image's predicted category from the same forward pass
+        (all "" when the backbone has no classifier)."""
+        vectors, logits = self.embed_images_with_logits(images)
+        return vectors, self.categories_of(logits)
+
+    def embed_images_with_logits(
+        self, images: Sequence[Image.Image | torch.Tensor]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """`embed_images` and the classifier's logits N x C from the same forward pass, C being
+        `len(category_names)` (0 when the backbone has no classifier)."""
         self.load()
         step = self.batch_size
         chunks = (images[start:start + step] for start in range(0, len(images), step))
-        return self._whiten(np.concatenate([self._empty(), *self._embed_chunks(chunks)]))
+        return self._split(np.concatenate([self._empty(), *self._embed_chunks(chunks)]))
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        """The classifier's class names, in logit order (empty without one; loads the model)."""
+        self.load()
+        return self._categories
+
+    def categories_of(self, logits: NDArray[np.float32]) -> list[str]:
+        """The top-1 class name of each row of logits ("" each without a classifier)."""
+        if not self._categories:
+            return [""] * len(logits)
+        return [self._categories[int(i)] for i in np.argmax(logits, axis=1)]
 
     def _embed_chunks(
         self, chunks: Iterable[Sequence[Image.Image | torch.Tensor]]
@@ -263,29 +315,39 @@ class Embedder:
 
     def _empty(self) -> NDArray[np.float32]:
         assert self._net is not None
-        return np.zeros((0, self._raw_dim), dtype=np.float32)
+        return np.zeros((0, self._raw_dim + len(self._categories)), dtype=np.float32)
 
-    def _whiten(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    def _split(self, rows: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Raw rows (descriptor, then logits) -> whitened descriptors and the logits."""
+        vectors = rows[:, :self._raw_dim]
         if self.config.whitening is not None:
             vectors = self.config.whitening.apply(vectors)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return (np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(rows[:, self._raw_dim:], dtype=np.float32))
 
     def _launch(self, images: Sequence[Image.Image | torch.Tensor]) -> torch.Tensor:
         """One batch through every test-time pass: the sum of L2-normalised passes, normalised,
-        left on the device."""
+        then the summed class logits where the backbone has a classifier; left on the device."""
         total: torch.Tensor | None = None
+        logits: torch.Tensor | None = None
+        dim = self._raw_dim
         with torch.inference_mode():
             for size in self._sizes:
                 pixels = self.pixels(images, size)
                 for view in (pixels, pixels.flip(-1)) if self.config.flip else (pixels,):
-                    descriptors = self.forward(view)
+                    out = self.forward(view)
+                    descriptors, view_logits = out[:, :dim], out[:, dim:]
                     total = descriptors if total is None else total + descriptors
+                    logits = view_logits if logits is None else logits + view_logits
             assert total is not None
+            assert logits is not None
             # One fp32 pass is already normalised: leaving it alone keeps the plain path
             # bit-exact. Reduced precision is normalised again in fp32.
             if len(self._sizes) > 1 or self.config.flip or self.plan.dtype is not None:
                 total = LF.l2n(total.float())
-            return total
+            if not self._categories:
+                return total
+            return torch.cat([total.float(), logits.float()], dim=1)
 
     def pixels(self, images: Sequence[Image.Image | torch.Tensor], size: int = 0) -> torch.Tensor:
         """The normalised N x 3 x size x size batch `forward` takes, on the device, in the plan's
@@ -298,7 +360,8 @@ class Embedder:
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The network alone on a normalised N x 3 x H x W batch on the device, under the plan's
-        precision; asynchronous on CUDA (the result is ready once read)."""
+        precision; asynchronous on CUDA (the result is ready once read). Rows are the raw
+        descriptor, then the class logits where the backbone has a classifier."""
         self.load()
         assert self._net is not None
         with torch.inference_mode(), self._lock, autocast(self.plan):
@@ -342,11 +405,18 @@ class Embedder:
                 errors.append([d if isinstance(d, ImageError) else None for d in decoded])
                 yield [d for d in decoded if not isinstance(d, ImageError)]
 
-        vectors = iter(self._whiten(np.concatenate([self._empty(), *self._embed_chunks(chunks())])))
-        return [
-            EmbedOutcome(error=error) if error is not None else EmbedOutcome(vector=next(vectors))
-            for chunk_errors in errors for error in chunk_errors
-        ]
+        vectors, logits = self._split(
+            np.concatenate([self._empty(), *self._embed_chunks(chunks())]))
+        categories = self.categories_of(logits)
+        embedded = iter(zip(vectors, categories, strict=True))
+        outcomes = []
+        for error in (error for chunk_errors in errors for error in chunk_errors):
+            if error is not None:
+                outcomes.append(EmbedOutcome(error=error))
+            else:
+                vector, category = next(embedded)
+                outcomes.append(EmbedOutcome(vector=vector, category=category))
+        return outcomes
 
     def _decode_chunk(self, blobs: Sequence[bytes]) -> list[Image.Image | torch.Tensor | ImageError]:
         on_device: dict[int, torch.Tensor] = {}

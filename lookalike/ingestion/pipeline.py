@@ -92,6 +92,7 @@ class _Batch:
     loaded: list[tuple[int, Item, bytes, str]] = field(default_factory=list)
     decoded: list[_Decoded] = field(default_factory=list)
     vectors: NDArray[np.float32] | None = None
+    categories: list[str] = field(default_factory=list)
     already_stored: int = 0
     duplicates: int = 0
     failed: list[Failure] = field(default_factory=list)
@@ -270,8 +271,8 @@ class IngestPipeline:
         while (batch := get(source)) is not None:
             if batch.decoded:
                 images = [d.image for d in batch.decoded]
-                batch.vectors = self._timed(
-                    report, "embed", partial(self.embedder.embed_images, images)
+                batch.vectors, batch.categories = self._timed(
+                    report, "embed", partial(self.embedder.embed_images_with_categories, images)
                 )
             put(sink, batch)
         put(sink, None)
@@ -392,8 +393,8 @@ class IngestPipeline:
             )
 
         self._timed(report, "write_blobs", lambda: list(writers.map(put_blob, puts)))
-        records = [ImageRecord(meta=d.meta, embedding=v)
-                   for d, v in zip(batch.decoded, batch.vectors, strict=True)]
+        records = [ImageRecord(meta=d.meta, embedding=v, category=c)
+                   for d, v, c in zip(batch.decoded, batch.vectors, batch.categories, strict=True)]
         self._timed(report, "write_vectors", lambda: self._insert(records, report))
 
     def _insert(self, records: list[ImageRecord], report: IngestReport) -> None:

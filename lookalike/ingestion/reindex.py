@@ -98,8 +98,11 @@ class ReindexEmbedder(Protocol):
         """Decode one image as the model's inputs are decoded; raises ImageError."""
         ...
 
-    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        """Descriptors of RGB images, N x D, L2-normalised, in input order."""
+    def embed_images_with_categories(
+        self, images: Sequence[Image.Image]
+    ) -> tuple[NDArray[np.float32], list[str]]:
+        """Descriptors of RGB images, N x D, L2-normalised, in input order, and each image's
+        predicted category ("" without a classifier)."""
         ...
 
 
@@ -183,9 +186,10 @@ class _Copier:
                 loaded.append((meta, result))
         if not loaded:
             return []
-        vectors = self.embedder.embed_images([image for _, image in loaded])
-        records = [ImageRecord(meta=meta, embedding=vector)
-                   for (meta, _), vector in zip(loaded, vectors, strict=True)]
+        vectors, categories = self.embedder.embed_images_with_categories(
+            [image for _, image in loaded])
+        records = [ImageRecord(meta=meta, embedding=vector, category=category)
+                   for (meta, _), vector, category in zip(loaded, vectors, categories, strict=True)]
         self._insert(records)
         self.report.rows += len(records)
         return [r.meta.id for r in records]

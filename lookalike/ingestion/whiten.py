@@ -99,7 +99,7 @@ def whiten_collection(
     rows = 0
     for records in store.iter_records(field, batch_size):
         whitened = whitening.apply(np.stack([r.embedding for r in records]))
-        target.insert([ImageRecord(meta=r.meta, embedding=w)
+        target.insert([ImageRecord(meta=r.meta, embedding=w, category=r.category)
                        for r, w in zip(records, whitened, strict=True)])
         rows += len(records)
     if dba is not None:

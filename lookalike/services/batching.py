@@ -181,12 +181,13 @@ class BatchedEmbedder:
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.inner = inner
-        self._local: DynamicBatcher[Image.Image, NDArray[np.float32]] | None = None
+        # Each image's descriptor and predicted category (a Catalog upsert may partition by it).
+        self._local: DynamicBatcher[Image.Image, tuple[NDArray[np.float32], str]] | None = None
         self._remote: DynamicBatcher[bytes, EmbedOutcome] | None = None
         if isinstance(inner, Embedder) and not inner.decodes_on_device:
             model = inner
             self._local = DynamicBatcher(
-                lambda images: list(model.embed_images(images)),
+                lambda images: list(zip(*model.embed_images_with_categories(images), strict=True)),
                 max_batch=max_batch, max_wait_s=max_wait_s, max_queued=max_queued, metrics=metrics,
             )
         else:
@@ -221,11 +222,14 @@ class BatchedEmbedder:
         forward_ms.set(ms)
         queue_ms.set(waited)
         rows = iter(vectors)
-        return [
-            EmbedOutcome(error=item) if isinstance(item, ImageError)
-            else EmbedOutcome(vector=next(rows))
-            for item in decoded
-        ]
+        outcomes = []
+        for item in decoded:
+            if isinstance(item, ImageError):
+                outcomes.append(EmbedOutcome(error=item))
+            else:
+                vector, category = next(rows)
+                outcomes.append(EmbedOutcome(vector=vector, category=category))
+        return outcomes
 
     def close(self) -> None:
         """Finish queued work and stop the worker."""

@@ -135,7 +135,8 @@ class Catalog:
                 failed[p.meta.id] = outcome.error
             else:
                 assert outcome.vector is not None
-                records[p.meta.id] = ImageRecord(meta=p.meta, embedding=outcome.vector)
+                records[p.meta.id] = ImageRecord(meta=p.meta, embedding=outcome.vector,
+                                                 category=outcome.category)
         existing = self.engine.store.existing_ids(list(records))
         blobs = self.engine.blobs
         for p in good:

@@ -127,10 +127,12 @@ class BatchSearchResult:
 
 @dataclass(frozen=True, slots=True)
 class EmbedResult:
-    """One image's embedding, or why it has none."""
+    """One image's embedding, or why it has none, and its predicted ImageNet class ("" when
+    the model has no classifier)."""
 
     vector: NDArray[np.float32] | None
     error: str = ""
+    category: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +473,8 @@ class LookalikeClient:
         response = self._call(self._embed.Embed, pb.EmbedRequest(images=list(images)), timeout_s)
         return EmbedResponse(
             results=[
-                EmbedResult(vector=np.asarray(r.embedding.values, dtype=np.float32))
+                EmbedResult(vector=np.asarray(r.embedding.values, dtype=np.float32),
+                            category=r.category)
                 if r.WhichOneof("result") == "embedding"
                 else EmbedResult(vector=None, error=f"{r.error.code}: {r.error.message}")
                 for r in response.results

@@ -63,7 +63,8 @@ class RemoteEmbedder:
             )
         self._spec = spec
         return [
-            EmbedOutcome(vector=np.asarray(r.vector, dtype=np.float32)) if r.vector is not None
+            EmbedOutcome(vector=np.asarray(r.vector, dtype=np.float32), category=r.category)
+            if r.vector is not None
             else EmbedOutcome(error=_item_error(r.error))
             for r in response.results
         ]

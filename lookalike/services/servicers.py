@@ -60,7 +60,8 @@ class EmbedServicer(pb_grpc.EmbedServiceServicer):
         results = []
         for outcome in self._engine.embedder.embed_bytes(list(request.images)):
             if outcome.vector is not None:
-                results.append(pb.EmbedResult(embedding=pb.Embedding(values=outcome.vector)))
+                results.append(pb.EmbedResult(embedding=pb.Embedding(values=outcome.vector),
+                                              category=outcome.category))
             else:
                 code = "too_large" if isinstance(outcome.error, ImageTooLarge) else "decode"
                 results.append(pb.EmbedResult(error=pb.ItemError(code=code, message=str(outcome.error))))

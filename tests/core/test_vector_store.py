@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,34 @@ def test_lite_routed_search_over_label_partitions(client: Any) -> None:
     assert {h.image.label for h in hits} == {"even"}
     both = store.search(query, top_k=40, params=SearchParams(mode="routed", route_top_n=2))[0]
     assert len(both) == 40
+
+
+def test_lite_routed_search_over_predicted_partitions(client: Any) -> None:
+    """partition_by=predicted keys each row by its record's predicted category, not its label;
+    routes and copies (iter_records) keep it, and a record without one stores nothing."""
+    settings = MilvusSettings(partition_by="predicted", num_partitions=4)
+    store = MilvusVectorStore.open(client, "predicted", SPEC, DIM, settings)
+    assert store.layout().partition_by == "predicted"
+    plain = _records(40)
+    # Predicted classes cut across the labels (even/odd), so routing by label would differ.
+    records = [replace(r, category="tabby" if r.meta.id % 3 else "jack-o'-lantern")
+               for r in plain]
+    missing = replace(_records(41)[40], category="")
+    with pytest.raises(ConfigError, match=r"/src/40\.jpg has no predicted category"):
+        store.insert([*records[:2], missing])
+    assert store.count() == 0
+    store.insert(records)
+    from lookalike.core.vector_index import SearchParams
+
+    query = np.stack([records[4].embedding])  # id 5: "tabby"
+    hits = store.search(query, top_k=40, params=SearchParams(mode="routed", route_top_n=1))[0]
+    assert hits[0].image.id == 5
+    assert {h.image.id for h in hits} == {r.meta.id for r in records if r.category == "tabby"}
+    quoted = store.search(np.stack([records[2].embedding]), top_k=40,
+                          params=SearchParams(mode="routed", route_top_n=1))[0]
+    assert {h.image.id % 3 for h in quoted} == {0}
+    copied = {r.meta.id: r.category for batch in store.iter_records() for r in batch}
+    assert copied == {r.meta.id: r.category for r in records}
 
 
 def _scattered(n: int, seed: int = 3) -> list[ImageRecord]:

@@ -43,6 +43,8 @@ def records(x: NDArray[np.float32], labels: list[str], first_id: int = 1) -> lis
                            tags=("even",) if i % 2 == 0 else ("odd",), meta={"i": i},
                            width=10, height=10, ingested_at=1_700_000_000 + i),
             embedding=x[i],
+            # What the embedder would predict; only a collection partitioned by it reads it.
+            category=f"predicted-{labels[i]}",
         )
         for i in range(len(x))
     ]
@@ -164,6 +166,29 @@ def test_routed_search_scans_only_the_nearest_categories(
     assert {r["category"]: r["count"] for r in rows} == {
         f"class{c:02d}": PER_CLASS for c in range(CLASSES) if c != 3
     }
+
+
+def test_routed_search_over_predicted_categories(
+    server_client: Any, milvus_server: MilvusServer
+) -> None:
+    """partition_by=predicted keys rows by the embedder's predicted class: routed search
+    returns the exact top-1 of near-copies and scans only the predicted partitions."""
+    store, x, _ = build(server_client, milvus_server, "predicted", partition_by="predicted",
+                             num_partitions=16)
+    assert store.layout().partition_by == "predicted"
+    queries = near_copies(x, PICKS)
+    exact = store.search_ids(queries, top_k=1, params=SearchParams(mode="ann"))
+    routed = store.search_ids(queries, top_k=5, params=SearchParams(mode="routed", route_top_n=1))
+    assert [h[0].id for h in routed] == [h[0].id for h in exact] == [int(i) + 1 for i in PICKS]
+    rows = server_client.query(store.layout().physical + "__routes", filter="",
+                               output_fields=["category", "count"], limit=100)
+    assert {r["category"]: r["count"] for r in rows} == {
+        f"predicted-class{c:02d}": PER_CLASS for c in range(CLASSES)
+    }
+    stored = server_client.query(store.layout().physical, filter="id in [8, 2500]",
+                                 output_fields=["category", "label"])
+    assert sorted((r["category"], r["label"]) for r in stored) == [
+        ("predicted-class00", "class00"), ("predicted-class09", "class09")]
 
 
 def test_routed_needs_partitions_and_hash_needs_a_server(

@@ -14,7 +14,7 @@ import pytest
 
 from lookalike.compose import blobs_from, pipeline_from, store_from
 from lookalike.core.blob_store import BlobStore
-from lookalike.core.errors import StoreUnavailable
+from lookalike.core.errors import ConfigError, StoreUnavailable
 from lookalike.core.schemas import ImageRecord, thumb_key
 from lookalike.core.settings import Settings
 from lookalike.core.vector_store import MilvusVectorStore, VectorStore
@@ -207,3 +207,44 @@ def test_a_store_that_stays_down_stops_the_run_with_its_error(
         pipeline.run(folder_items(root), progress=False)
     prefixes = ("ingest-", "read_", "decode_", "write_")
     assert [t.name for t in threading.enumerate() if t.name.startswith(prefixes)] == []
+
+
+def test_ingest_partitions_by_predicted_class(
+    settings: Settings, embedder: Embedder, demo_dir: Path
+) -> None:
+    """With partition_by=predicted, each image's partition key is the backbone's ImageNet top-1
+    class, from the same forward pass as its descriptor; a routed image query finds the image."""
+    milvus = settings.milvus.model_copy(update={"partition_by": "predicted"})
+    predicted = settings.model_copy(update={"milvus": milvus})
+    store = store_from(predicted, embedder)
+    report = pipeline_from(predicted, embedder, store, blobs_from(predicted)).run(
+        folder_items(demo_dir), progress=False)
+    assert report.added == 24
+    assert not report.failed
+    rows = store._client.query(store.name, filter='source like "%chelsea.png"',
+                               output_fields=["category", "label"])
+    assert [(r["category"], r["label"]) for r in rows] in (
+        [(c, "animals")] for c in ("Egyptian cat", "tabby", "tiger cat"))
+    coffee = (demo_dir / "objects" / "coffee.png").read_bytes()
+    outcome = embedder.embed_bytes([coffee])[0]
+    assert outcome.vector is not None
+    from lookalike.core.vector_index import SearchParams
+
+    hits = store.search(outcome.vector[None, :], top_k=3,
+                        params=SearchParams(mode="routed", route_top_n=1))[0]
+    assert hits[0].image.source.endswith("coffee.png")
+    stored = store._client.query(store.name, filter=f"id in {[h.image.id for h in hits]}",
+                                 output_fields=["category"])
+    assert {r["category"] for r in stored} == {outcome.category}
+
+
+def test_predicted_partitions_need_a_classifier(settings: Settings, embedder: Embedder) -> None:
+    """Settings that partition by prediction are refused for a model without a classifier."""
+
+    class Headless:
+        predicts_categories = False
+        spec = embedder.spec
+
+    milvus = settings.milvus.model_copy(update={"partition_by": "predicted"})
+    with pytest.raises(ConfigError, match="needs a backbone with an ImageNet classifier"):
+        store_from(settings.model_copy(update={"milvus": milvus}), cast(Embedder, Headless()))

@@ -425,6 +425,10 @@ def test_search_through_a_remote_embed_service(collection: Collection) -> None:
                 hits = client.search(image=image, top_k=3).hits
                 assert client.healthy("lookalike.v1.SearchService")
                 bad = client.embed([b"junk"])[0]
+            # The predicted category crosses the wire too (a Catalog upsert partitions by it).
+            local = collection.embedder.embed_bytes([image])[0]
+            assert local.category
+            assert remote.embed_bytes([image])[0].category == local.category
             assert hits[0].score == pytest.approx(1.0, abs=1e-3)
             assert hits[0].label == "objects"
             assert bad.vector is None

@@ -158,6 +158,9 @@ class EmbedResult(_message.Message):
 
     EMBEDDING_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """The backbone's ImageNet top-1 class of an embedded image; empty when it has no classifier."""
     @_builtins.property
     def embedding(self) -> Global___Embedding: ...
     @_builtins.property
@@ -167,10 +170,11 @@ class EmbedResult(_message.Message):
         *,
         embedding: Global___Embedding | None = ...,
         error: Global___ItemError | None = ...,
+        category: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "error", b"error", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "error", b"error", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "embedding", b"embedding", "error", b"error", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["embedding", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
