@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench.machine import describe_machine, print_result
+from bench.machine import describe_machine, print_row
 from lookalike.core.settings import ModelSettings, Settings
 from lookalike.embedder.errors import WeightsUnavailable
 from lookalike.embedder.runtime import Embedder
@@ -196,8 +196,5 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                     update={"backbone": backbone, "device": device, "decoder": decoder})
                 result = measure(model, blobs, args.repeats)
                 result["command"] = command
-                if args.json:
-                    print_result(result, as_json=True)
-                else:
-                    print(table_row(result), flush=True)
+                print_row(result, args.json, table_row)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,15 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
     width = max((len(key) for key in result), default=0)
     for key, value in result.items():
         print(f"{key:>{width}}: {value}")
+
+
+def print_row(result: dict[str, Any], as_json: bool, table_row: Callable[[dict[str, Any]], str]
+              ) -> None:
+    """A benchmark's result as one JSON object, or as its markdown table row."""
+    if as_json:
+        print(json.dumps(result), flush=True)
+    else:
+        print(table_row(result), flush=True)
 
 
 def replace_block(path: Path, begin: str, end: str, block: str, title: str,

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.machine import describe_machine, print_result
+from bench.machine import describe_machine, print_row
 from lookalike.compose import embedder_from
 from lookalike.core import companions
 from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId
@@ -167,8 +167,5 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         for name in args.sets:
             for result in measure(embedder, args.datasets / name, args.top_n, Path(scratch)):
                 result["command"] = command
-                if args.json:
-                    print_result(result, as_json=True)
-                else:
-                    print(table_row(result), flush=True)
+                print_row(result, args.json, table_row)
     return 0

@@ -41,6 +41,7 @@ from lookalike.core.errors import (
     StoreUnavailable,
 )
 from lookalike.core.filters import quote
+from lookalike.core.milvus_reads import RetryingReads
 from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId, SearchHit
 from lookalike.core.settings import MilvusSettings
 from lookalike.core.vector_index import (
@@ -50,6 +51,7 @@ from lookalike.core.vector_index import (
     check_supported,
     float_search_params,
     index_params,
+    is_lite,
     rebuild_params,
     resolve,
 )
@@ -58,6 +60,8 @@ SPEC_PROPERTY = "lookalike.model_spec"
 DBA_PROPERTY = "lookalike.dba"
 HASH_PROPERTY = "lookalike.hash"
 PARTITION_PROPERTY = "lookalike.partition_by"
+# Pause between an alias swap and its repeat (see `point_alias`).
+ALIAS_SETTLE_S = 1.0
 # The float index a rebuild asked for: Milvus Lite reports no build parameters of its own.
 INDEX_PROPERTY = "lookalike.index"
 CATEGORY_FIELD = "category"
@@ -431,7 +435,9 @@ class MilvusVectorStore:
     """A `VectorStore` over one Milvus collection, reached through its alias."""
 
     def __init__(self, client: Any, name: str, settings: MilvusSettings) -> None:
-        self._client = client
+        # Searches keep answering while a server hands a shard over (a re-index loading the new
+        # collection beside the served one): reads ride out those refusals.
+        self._client = client if isinstance(client, RetryingReads) else RetryingReads(client)
         self.name = name
         self._settings = settings
         self._encoder: CodeEncoder | None = None
@@ -1319,6 +1325,14 @@ class MilvusVectorStore:
             raise InvalidArgument(f"{physical!r} is not a version of collection {self.name!r}")
         self._call("load_collection", physical)
         self._call("alter_alias", physical, self.name)
+        # Milvus proxies before milvus-io/milvus#51779 (2026) key their shard-leader cache by
+        # the alias name: a cache fill that raced the swap can put the old collection's shards
+        # back under the alias, and searches through it then reach the old collection until the
+        # entry ages out (seen on 2.3.5 under a concurrent search loop). The same swap again a
+        # moment later invalidates that entry once more; fills after the first one are right.
+        if not is_lite(self._settings):  # one process, no proxy cache
+            time.sleep(ALIAS_SETTLE_S)
+            self._call("alter_alias", physical, self.name)
         self.layout(refresh=True)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:

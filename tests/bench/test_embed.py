@@ -9,19 +9,13 @@ from pathlib import Path
 import pytest
 
 from lookalike.cli import main
-from tests.conftest import encode, gradient_image
 
 
 def test_bench_embed_json_has_one_object_per_backbone_decoder_and_device(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tiny_sets: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Both decoders run on the CPU and every rate is measured (positive)."""
-    monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(tmp_path / "data"))
-    folder = tmp_path / "sets" / "tiny"
-    folder.mkdir(parents=True)
-    for seed in range(6):
-        (folder / f"{seed}.jpg").write_bytes(encode(gradient_image(120, 90, seed=seed)))
-    code = main(["bench", "embed", "--datasets", str(tmp_path / "sets"), "--sets", "tiny",
+    code = main(["bench", "embed", "--datasets", str(tiny_sets), "--sets", "tiny",
                  "--backbones", "mobilenet_v2", "--devices", "cpu", "--decoders", "pil", "tensor",
                  "--images", "8", "--repeats", "1", "--json"])
     assert code == 0

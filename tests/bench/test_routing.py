@@ -9,19 +9,13 @@ from pathlib import Path
 import pytest
 
 from lookalike.cli import main
-from tests.conftest import encode, gradient_image
 
 
 def test_bench_routing_compares_both_routers_against_exact(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tiny_sets: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Routing to every category finds everything exact search finds; to one, a share of it."""
-    monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(tmp_path / "data"))
-    folder = tmp_path / "sets" / "tiny"
-    folder.mkdir(parents=True)
-    for seed in range(24):
-        (folder / f"{seed}.jpg").write_bytes(encode(gradient_image(120, 90, seed=seed)))
-    code = main(["bench", "routing", "--datasets", str(tmp_path / "sets"), "--sets", "tiny",
+    code = main(["bench", "routing", "--datasets", str(tiny_sets), "--sets", "tiny",
                  "--top-n", "1", "1000", "--json"])
     assert code == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
