@@ -105,7 +105,7 @@ eval: install ## evaluate on every set in $(DATASETS) and write docs/QUALITY.md
 	$(BIN)/python -m bench.eval --datasets $(DATASETS) --out docs/QUALITY.md
 
 .PHONY: bench
-bench: install ## every benchmark: embed/search, ingest, API (paste the output into docs/BENCHMARKS.md)
+bench: install ## every benchmark: embed, search at 1M, ingest, API, routing (paste the output into docs/BENCHMARKS.md)
 	$(BIN)/lookalike bench embed --datasets $(DATASETS)
 	$(BIN)/python -m bench.run --datasets $(DATASETS)
 	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
