@@ -50,7 +50,7 @@ def print_row(result: dict[str, Any], as_json: bool, table_row: Callable[[dict[s
               ) -> None:
     """A benchmark's result as one JSON object, or as its markdown table row."""
     if as_json:
-        print(json.dumps(result), flush=True)
+        print_result(result, as_json=True)
     else:
         print(table_row(result), flush=True)
 

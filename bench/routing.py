@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,7 @@ def measure(embedder: Embedder, root: Path, top_ns: list[int], scratch: Path) ->
             for i in stored
         ])
         store.seal()
-        counts: dict[str, int] = {}
-        for i in stored:
-            counts[categories[i]] = counts.get(categories[i], 0) + 1
+        counts = Counter(categories[i] for i in stored)
         exact = store.search_ids(queries, TOP_K, params=SearchParams(mode="ann"))
         physical = store.layout().physical
         results = []
@@ -133,7 +132,7 @@ def measure(embedder: Embedder, root: Path, top_ns: list[int], scratch: Path) ->
                                           ("classifier", by_classifier, own)):
                 recall_10, top1 = recall(found, exact)
                 scanned = statistics.fmean(
-                    sum(counts.get(c, 0) for c in set(r)) / len(stored) for r in routes)
+                    sum(counts[c] for c in set(r)) / len(stored) for r in routes)
                 results.append({
                     "dataset": root.name, "images": len(stored), "queries": len(queries),
                     "categories": len(counts), "router": router, "top_n": top_n,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 # Reads: they change nothing, so trying one again is always safe.
-READ_METHODS = frozenset({"search", "query", "get", "range_search"})
+READ_METHODS = frozenset({"search", "query", "get"})
 TRANSIENT_MARKERS = (
     "failed to get delegator", "channel not available", "no available shard delegator",
     "shard leader", "not found in current target",
@@ -51,11 +51,6 @@ class RetryingReads:
     def __init__(self, client: Any, sleep: Callable[[float], None] = time.sleep) -> None:
         self._inner = client
         self._sleep = sleep
-
-    @property
-    def inner(self) -> Any:
-        """The wrapped client."""
-        return self._inner
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
