@@ -110,14 +110,16 @@ def _decode_all(embedder: Embedder, blobs: Sequence[bytes]) -> None:
 
 def _forward_all(embedder: Embedder, blobs: Sequence[bytes], count: int) -> Callable[[], object]:
     """The network on one batch of the real images, decoded, resized and on the device
-    beforehand, `count // batch` times (real pixels: on this CPU, random ones ran half as fast)."""
+    beforehand, `count // batch` times (real pixels: on this CPU, random ones ran half as fast);
+    an ensemble runs each member on its own input."""
     batch = [embedder.decode(data) for data in _cycle(blobs, embedder.batch_size)]
-    pixels = embedder.pixels(batch)
+    pixels = [embedder.pixels(batch, member=i) for i in range(len(embedder.members))]
     rounds = max(1, count // embedder.batch_size)
 
     def call() -> None:
         for _ in range(rounds):
-            embedder.forward(pixels)
+            for i, member_pixels in enumerate(pixels):
+                embedder.forward(member_pixels, member=i)
 
     return call
 

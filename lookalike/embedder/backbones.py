@@ -316,11 +316,35 @@ def known_backbones() -> list[str]:
     return sorted(set(OFFLINE) | set(_torchvision_names()))
 
 
+ENSEMBLE_JOIN = "+"
+
+
+def ensemble_members(name: str) -> tuple[str, ...]:
+    """The backbones a model name stands for: one, or several joined by `+` (an ensemble, e.g.
+    `efficientnet_lite0+efficientnet_lite2`), each checked against the registry."""
+    members = tuple(name.split(ENSEMBLE_JOIN))
+    known = set(known_backbones())
+    unknown = [m for m in members if m not in known]
+    if unknown:
+        what = f"ensemble {name!r} has unknown member(s) {unknown}" if len(members) > 1 else (
+            f"unknown backbone {name!r}")
+        raise UnknownBackbone(f"{what}; known: {', '.join(sorted(known))}")
+    if len(set(members)) < len(members):
+        raise UnknownBackbone(f"ensemble {name!r} names a backbone twice; name each member once")
+    return members
+
+
 def build_backbone(name: str, weights: Path | None = None, input_size: int = 0) -> Backbone:
     """The backbone called `name`, with its default weights or those in the file `weights`.
 
-    `input_size` 0 means the backbone's native input size.
+    `input_size` 0 means the backbone's native input size. An ensemble name is refused: the
+    embedder builds each member (`ensemble_members`); nothing else runs ensembles.
     """
+    if ENSEMBLE_JOIN in name:
+        raise UnknownBackbone(
+            f"{name!r} is an ensemble of backbones; only the embedder runs ensembles (fine-tuning "
+            f"takes one backbone: pick one of {', '.join(ensemble_members(name))})"
+        )
     if name in OFFLINE:
         return OFFLINE[name](weights, input_size)
     if name in _torchvision_names():

@@ -28,8 +28,13 @@ from lookalike.embedder.accel import (
     prepare,
     tuned_batch_size,
 )
-from lookalike.embedder.backbones import Backbone, InputSizeUnsupported, build_backbone
-from lookalike.embedder.errors import ImageError
+from lookalike.embedder.backbones import (
+    Backbone,
+    InputSizeUnsupported,
+    build_backbone,
+    ensemble_members,
+)
+from lookalike.embedder.errors import EmbedderError, ImageError, WeightsUnavailable
 from lookalike.embedder.layers import POOLINGS
 from lookalike.embedder.model import RetrievalNet
 from lookalike.embedder.spec import EmbedderSpec, draft_size, tta_sizes
@@ -52,7 +57,13 @@ Decoder = Literal["auto", "pil", "tensor"]
 
 @dataclass(frozen=True, slots=True)
 class EmbedderConfig:
-    """How to build and run the embedder."""
+    """How to build and run the embedder.
+
+    `backbone` names one backbone, or an ensemble of several joined by `+`: each member sees
+    the image at its own input size and the descriptor is their L2-normalised descriptors
+    concatenated and normalised again (each member weighs the same); the class logits are the
+    members' mean.
+    """
 
     backbone: str = "efficientnet_lite0"
     weights: Path | None = None
@@ -140,6 +151,45 @@ def category_names(classes: int) -> tuple[str, ...]:
     return tuple(f"class_{i}" for i in range(classes))
 
 
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """One network of the embedder (an ensemble has several) with its input sizes."""
+
+    backbone: Backbone
+    net: nn.Module
+    input_size: int
+    # One per test-time scale.
+    sizes: tuple[int, ...]
+    dim: int
+    classes: int
+
+
+def _build_members(config: EmbedderConfig, plan: AccelPlan) -> tuple[_Member, ...]:
+    names = ensemble_members(config.backbone)
+    if len(names) > 1 and config.weights is not None:
+        raise WeightsUnavailable(
+            f"a weights file holds one backbone, but {config.backbone!r} is an ensemble of "
+            f"{len(names)}; each member loads its default weights (leave the weights empty)"
+        )
+    backbones = [build_backbone(name, config.weights, config.input_size) for name in names]
+    # The logits ride along with every forward pass: one small matrix product gives each
+    # image's predicted category (a partition key) without a second pass.
+    logits = all(b.head is not None for b in backbones)
+    members = []
+    for backbone in backbones:
+        size = config.input_size or backbone.input_size
+        sizes = check_tta(backbone, size, config.scales)
+        net = RetrievalNet(backbone, config.pooling, config.gem_p,
+                           semantic_weight=config.semantic_weight, logits=logits)
+        members.append(_Member(backbone, prepare(net, plan), size, sizes, net.dim, net.classes))
+    if logits and len({m.classes for m in members}) > 1:
+        raise EmbedderError(
+            f"the members of ensemble {config.backbone!r} predict different numbers of classes "
+            f"({', '.join(f'{m.backbone.name}: {m.classes}' for m in members)})"
+        )
+    return tuple(members)
+
+
 def pick_device(name: str) -> torch.device:
     """`auto` is the first CUDA device when one is present, else the CPU."""
     if name == "auto":
@@ -153,10 +203,8 @@ class Embedder:
     def __init__(self, config: EmbedderConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._net: nn.Module | None = None
-        self._backbone: Backbone | None = None
+        self._members: tuple[_Member, ...] = ()
         self._spec: EmbedderSpec | None = None
-        self._sizes: tuple[int, ...] = ()
         self._raw_dim = 0
         self._categories: tuple[str, ...] = ()
         self.device = pick_device(config.device)
@@ -181,34 +229,30 @@ class Embedder:
     def load(self) -> None:
         """Build the network, load its weights and warm it up; later calls do nothing."""
         with self._lock:
-            if self._net is not None:
+            if self._members:
                 return
             started = time.perf_counter()
             config = self.config
             if config.threads:
                 torch.set_num_threads(config.threads)
-            backbone = build_backbone(config.backbone, config.weights, config.input_size)
-            size = config.input_size or backbone.input_size
-            sizes = check_tta(backbone, size, config.scales)
+            members = _build_members(config, self.plan)
+            dim = sum(m.dim for m in members)
             whitening = config.whitening
-            # The logits ride along with every forward pass: one small matrix product gives each
-            # image's predicted category (a partition key) without a second pass.
-            net = RetrievalNet(backbone, config.pooling, config.gem_p,
-                               semantic_weight=config.semantic_weight,
-                               logits=backbone.head is not None)
-            if whitening is not None and whitening.input_dim != net.dim:
+            if whitening is not None and whitening.input_dim != dim:
                 raise WhiteningError(
                     f"whitening {whitening.id} was learned on {whitening.input_dim}-dimensional "
-                    f"descriptors, but backbone {backbone.name!r} gives {net.dim}"
+                    f"descriptors, but backbone {config.backbone!r} gives {dim}"
                 )
-            dim = self._raw_dim = net.dim
-            self._categories = category_names(net.classes) if backbone.head is not None else ()
-            self._net = prepare(net, self.plan)
-            self._backbone = backbone
-            self._sizes = sizes
+            self._raw_dim = dim
+            with_logits = all(m.backbone.head is not None for m in members)
+            self._categories = category_names(members[0].classes) if with_logits else ()
+            self._members = members
             self._spec = EmbedderSpec(
-                backbone=backbone.name, weights=backbone.weights_id, pooling=config.pooling,
-                gem_p=float(config.gem_p), input_size=size, resize=config.resize,
+                backbone="+".join(m.backbone.name for m in members),
+                weights="+".join(m.backbone.weights_id for m in members),
+                pooling=config.pooling, gem_p=float(config.gem_p),
+                # The largest member's: what inputs are decoded for (`draft_px`).
+                input_size=max(m.input_size for m in members), resize=config.resize,
                 whitening=whitening.id if whitening is not None else "none",
                 dim=whitening.dim if whitening is not None else dim,
                 decode_px=config.decode_px, scales=tuple(float(s) for s in config.scales),
@@ -221,7 +265,8 @@ class Embedder:
     def _warm_up(self) -> None:
         # CUDA picks kernels per input shape, so warm up at the batch size requests will use.
         count = self.batch_size if self.device.type == "cuda" else 1
-        grey = Image.new("RGB", (self._sizes[0], self._sizes[0]), (128, 128, 128))
+        size = self.spec.input_size
+        grey = Image.new("RGB", (size, size), (128, 128, 128))
         self._collect(self._launch([grey] * count))
         if self.decodes_on_device:
             out = io.BytesIO()
@@ -314,7 +359,7 @@ class Embedder:
             yield self._collect(pending.popleft())
 
     def _empty(self) -> NDArray[np.float32]:
-        assert self._net is not None
+        assert self._members
         return np.zeros((0, self._raw_dim + len(self._categories)), dtype=np.float32)
 
     def _split(self, rows: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -326,46 +371,68 @@ class Embedder:
                 np.ascontiguousarray(rows[:, self._raw_dim:], dtype=np.float32))
 
     def _launch(self, images: Sequence[Image.Image | torch.Tensor]) -> torch.Tensor:
-        """One batch through every test-time pass: the sum of L2-normalised passes, normalised,
-        then the summed class logits where the backbone has a classifier; left on the device."""
-        total: torch.Tensor | None = None
-        logits: torch.Tensor | None = None
-        dim = self._raw_dim
+        """One batch through every member's test-time passes: the descriptor (an ensemble's
+        members' joined and normalised), then the class logits where there is a classifier;
+        left on the device."""
         with torch.inference_mode():
-            for size in self._sizes:
-                pixels = self.pixels(images, size)
-                for view in (pixels, pixels.flip(-1)) if self.config.flip else (pixels,):
-                    out = self.forward(view)
-                    descriptors, view_logits = out[:, :dim], out[:, dim:]
-                    total = descriptors if total is None else total + descriptors
-                    logits = view_logits if logits is None else logits + view_logits
-            assert total is not None
-            assert logits is not None
-            # One fp32 pass is already normalised: leaving it alone keeps the plain path
-            # bit-exact. Reduced precision is normalised again in fp32.
-            if len(self._sizes) > 1 or self.config.flip or self.plan.dtype is not None:
-                total = LF.l2n(total.float())
+            passes = [self._member_launch(i, images) for i in range(len(self._members))]
+            if len(passes) == 1:
+                total, logits = passes[0]
+            else:
+                # Each member's part is unit-norm, so each weighs the same in the joined one.
+                total = LF.l2n(torch.cat([part.float() for part, _ in passes], dim=1))
+                logits = torch.stack([part.float() for _, part in passes]).mean(dim=0)
             if not self._categories:
                 return total
             return torch.cat([total.float(), logits.float()], dim=1)
 
-    def pixels(self, images: Sequence[Image.Image | torch.Tensor], size: int = 0) -> torch.Tensor:
-        """The normalised N x 3 x size x size batch `forward` takes, on the device, in the plan's
-        memory format (size 0: the model's input size)."""
-        self.load()
-        assert self._backbone is not None
-        assert self._spec is not None
-        return normalise(self._resized(images, size or self._spec.input_size),
-                         self._backbone.mean, self._backbone.std, self.plan.channels_last)
+    def _member_launch(
+        self, index: int, images: Sequence[Image.Image | torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One member's test-time passes: the sum of its L2-normalised passes, normalised, and
+        its summed logits (N x 0 without a classifier)."""
+        member = self._members[index]
+        total: torch.Tensor | None = None
+        logits: torch.Tensor | None = None
+        for size in member.sizes:
+            pixels = self.pixels(images, size, member=index)
+            for view in (pixels, pixels.flip(-1)) if self.config.flip else (pixels,):
+                out = self.forward(view, member=index)
+                descriptors, view_logits = out[:, :member.dim], out[:, member.dim:]
+                total = descriptors if total is None else total + descriptors
+                logits = view_logits if logits is None else logits + view_logits
+        assert total is not None
+        assert logits is not None
+        # One fp32 pass is already normalised: leaving it alone keeps the plain path
+        # bit-exact. Reduced precision is normalised again in fp32.
+        if len(member.sizes) > 1 or self.config.flip or self.plan.dtype is not None:
+            total = LF.l2n(total.float())
+        return total, logits
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The network alone on a normalised N x 3 x H x W batch on the device, under the plan's
-        precision; asynchronous on CUDA (the result is ready once read). Rows are the raw
-        descriptor, then the class logits where the backbone has a classifier."""
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The backbone name of each network, in descriptor order: one, or an ensemble's
+        members (loads the model)."""
         self.load()
-        assert self._net is not None
+        return tuple(m.backbone.name for m in self._members)
+
+    def pixels(self, images: Sequence[Image.Image | torch.Tensor], size: int = 0,
+               member: int = 0) -> torch.Tensor:
+        """The normalised N x 3 x size x size batch `forward` takes for one member (the only
+        one but for an ensemble), on the device, in the plan's memory format (size 0: that
+        member's input size)."""
+        self.load()
+        chosen = self._members[member]
+        return normalise(self._resized(images, size or chosen.input_size),
+                         chosen.backbone.mean, chosen.backbone.std, self.plan.channels_last)
+
+    def forward(self, pixels: torch.Tensor, member: int = 0) -> torch.Tensor:
+        """One member's network alone on a normalised N x 3 x H x W batch on the device, under
+        the plan's precision; asynchronous on CUDA (the result is ready once read). Rows are
+        the member's raw descriptor, then its class logits where it has a classifier."""
+        self.load()
         with torch.inference_mode(), self._lock, autocast(self.plan):
-            out: torch.Tensor = self._net(pixels)
+            out: torch.Tensor = self._members[member].net(pixels)
             return out
 
     def _resized(self, images: Sequence[Image.Image | torch.Tensor], size: int) -> torch.Tensor:

@@ -343,8 +343,8 @@ class SearchLoop:
 
 
 def test_training_and_rollout_refusals_say_what_is_wrong(served: Served, tmp_path: Path) -> None:
-    """Training outside the roots, with an unknown loss, bits or backbone, or on too few images
-    is INVALID_ARGUMENT; a roll-out of an unknown version is NOT_FOUND, one unconfirmed
+    """Training outside the roots, with an unknown loss, bits or backbone, an ensemble, or on too
+    few images is INVALID_ARGUMENT; a roll-out of an unknown version is NOT_FOUND, one unconfirmed
     INVALID_ARGUMENT; nothing starts."""
     folder = write_colour_classes(served.root / "refusals")
     outside = write_colour_classes(tmp_path / "outside")
@@ -357,6 +357,8 @@ def test_training_and_rollout_refusals_say_what_is_wrong(served: Served, tmp_pat
         ((str(folder), {"bits": 32}), "not 32"),
         ((str(folder), {"epochs": 10_000}), "epochs must lie between"),
         ((str(folder), {"backbone": "no_such_net"}), "unknown backbone 'no_such_net'"),
+        ((str(folder), {"backbone": "efficientnet_lite0+mobilenet_v2"}),
+         "fine-tuning takes one backbone"),
         ((str(one_class), {}), "at least 2 classes"),
         ((str(few), {}), "has 3 images"),
     ]
