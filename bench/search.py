@@ -9,7 +9,11 @@ Ground truth is faiss's exact top-k.
 
 For each index (FLAT, HNSW, IVF_FLAT, IVF_PQ) the collection's index is rebuilt and the server
 restarted, so that `memory_bytes` (the server's resident memory after loading the collection,
-less before) belongs to that index alone. Each index and mode reports recall@10 against exact,
+less before) belongs to that index alone. `memory_after_bytes` is the same difference read
+again after that mode's searches (cumulative over an index's modes): a float re-rank reads raw
+vectors, which the query node pages in as it needs them; `anon_after_bytes` is its anonymous
+part, the rest being file-backed pages (the query node's chunk cache) that the kernel can
+reclaim. Each index and mode reports recall@10 against exact,
 QPS for single queries and for batches of 100, and faiss's QPS in the same form (`qps_flat`).
 hash_rerank (ITQ codes, Hamming top k x r, exact float re-rank) and routed (the query's nearest
 categories' partitions only) run through the same vector store as the product. Finally the mAP
@@ -30,6 +34,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +75,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--single", type=int, default=200, help="queries sent one at a time")
     parser.add_argument("--bits", type=int, default=256, choices=(64, 128, 256))
     parser.add_argument("--indexes", nargs="+", default=list(INDEXES), choices=INDEXES)
+    parser.add_argument("--rerank", nargs="+", type=int, default=[4, 10],
+                        help="IVF_PQ: re-score the top k x r in float, one mode per r")
     parser.add_argument("--json", action="store_true", help="one JSON object per index and mode")
     parser.add_argument("--out", type=Path, help="write the markdown block into this file")
     parser.set_defaults(func=run)
@@ -221,11 +228,30 @@ class Server:
 
     def rss(self) -> int:
         """Resident memory of the server process, bytes."""
+        return self.memory().rss
+
+    def memory(self) -> Memory:
+        """Resident memory of the server process, with its anonymous part."""
         pid = self._server.server_proc.pid
+        fields = {}
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon"):
+                fields[key] = int(value.split()[0]) * 1024
+        return Memory(rss=fields.get("VmRSS", 0), anon=fields.get("RssAnon", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """A process's resident bytes: all of them, and the anonymous ones (not file-backed)."""
+
+    rss: int
+    anon: int
+
+    def since(self, before: Memory) -> dict[str, int]:
+        """Growth since `before`, as the `*_after_bytes` columns."""
+        return {"memory_after_bytes": max(0, self.rss - before.rss),
+                "anon_after_bytes": max(0, self.anon - before.anon)}
 
 
 @contextlib.contextmanager
@@ -281,8 +307,10 @@ def rebuild_index(client: Any, store: MilvusVectorStore, index_type: IndexType, 
     return time.perf_counter() - started
 
 
-def loaded_memory(server: Server, uri_holder: list[str], collections: list[str]) -> int:
-    """Restart the server, load `collections`, and return the resident memory they added."""
+def loaded_memory(server: Server, uri_holder: list[str], collections: list[str]) -> tuple[
+        int, Memory]:
+    """Restart the server, load `collections`; the resident memory they added, and the
+    server's memory before loading them."""
     # Released first: a restarted server loads again what was loaded when it stopped.
     client = connect_milvus(uri_holder[0], MilvusSettings(uri=uri_holder[0], timeout_s=600))
     for name in client.list_collections():
@@ -292,28 +320,33 @@ def loaded_memory(server: Server, uri_holder: list[str], collections: list[str])
     uri_holder[0] = server.start()
     time.sleep(3)
     client = connect_milvus(uri_holder[0], MilvusSettings(uri=uri_holder[0], timeout_s=600))
-    before = server.rss()
+    # A restarted server's data node registers late, and writes after this (the hash codes)
+    # would fail until it has: a flush goes through once it is there.
     for name in collections:
-        load_when_ready(client, name)
+        when_ready(partial(client.flush, name), f"flush {name}")
+    before = server.memory()
+    for name in collections:
+        when_ready(partial(client.load_collection, name), f"load {name}")
     time.sleep(5)
     after = server.rss()
     client.close()
-    return max(0, after - before)
+    return max(0, after - before.rss), before
 
 
-def load_when_ready(client: Any, name: str, timeout_s: float = 300.0) -> None:
-    """Load `name`; a server just restarted refuses until its query node has registered."""
+def when_ready(call: Callable[[], object], what: str, timeout_s: float = 300.0) -> None:
+    """`call()`, again every 5 s while it fails: a server just restarted refuses loads until
+    its query node has registered, and flushes until its data node has."""
     from pymilvus.exceptions import MilvusException
 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            client.load_collection(name)
+            call()
             return
         except MilvusException as exc:
             if time.monotonic() > deadline:
                 raise
-            print(f"load {name}: {exc.message}; retrying", file=sys.stderr)
+            print(f"{what}: {exc.message.splitlines()[0]}; retrying", file=sys.stderr)
             time.sleep(5)
 
 
@@ -370,12 +403,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             build_s = 0.0 if index_type == "FLAT" else rebuild_index(client, store, index_type,
                                                                     args.dim)
             client.close()
-            memory = loaded_memory(server, uri, [physical])
+            memory, baseline = loaded_memory(server, uri, [physical])
             client, store = open_store(uri[0], index_type, args.dim)
             modes: list[tuple[str, SearchParams]] = [("ann", SearchParams())]
             if index_type == "IVF_PQ":
                 modes = [("ann, no re-rank", SearchParams(rerank_factor=1)),
-                         ("ann + float re-rank x4", SearchParams(rerank_factor=4))]
+                         *((f"ann + float re-rank x{r}", SearchParams(rerank_factor=r))
+                           for r in args.rerank)]
             if index_type in ("FLAT", "HNSW"):
                 modes.append(("routed top-3", SearchParams(mode="routed")))
             for mode, params in modes:
@@ -383,7 +417,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 top1000 = [time_one(store, q, 1000, params) for q in corpus.queries[:20]]
                 add(index_type, mode, ranked, speed, memory,
                     {"build_s": round(build_s, 1),
-                     "top1000_ms": round(statistics.median(top1000) * 1000, 1)})
+                     "top1000_ms": round(statistics.median(top1000) * 1000, 1),
+                     **server.memory().since(baseline)})
             if index_type == "FLAT":
                 itq = learn_itq(corpus.vectors[::10], args.bits, seed=0)
                 t0 = time.perf_counter()
@@ -391,14 +426,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 store.seal(timeout_s=3600)
                 codes_s = time.perf_counter() - t0
                 client.close()
-                codes_memory = loaded_memory(server, uri, [physical + "__codes"])
+                codes_memory, codes_baseline = loaded_memory(server, uri, [physical + "__codes"])
                 client, store = open_store(uri[0], "FLAT", args.dim)
-                load_when_ready(client, physical)
+                when_ready(partial(client.load_collection, physical), f"load {physical}")
                 store.use_encoder(itq)
                 hashed = SearchParams(mode="hash_rerank", rerank_factor=10)
                 ranked, speed = measure(searcher(store, hashed), corpus.queries, args.single)
                 add("BIN_IVF_FLAT", f"hash_rerank {args.bits} bits, r=10", ranked, speed,
                     codes_memory, {"build_s": round(codes_s, 1),
+                                   **server.memory().since(codes_baseline),
                                    "corel1k_map_ratio": hash_map["ratio"],
                                    "qps_vs_milvus_flat": round(speed.qps_single / rows[1]["qps"], 2),
                                    "qps_batch_vs_milvus_flat": round(
@@ -463,7 +499,8 @@ def corel_hash_map(corpus: Corpus, bits: int, top_k: int = 100, factor: int = 3)
 def render(result: dict[str, Any], args: argparse.Namespace) -> str:
     rows = result["rows"]
     columns = ["index", "mode", "recall@10", "qps", "qps_batch100", "p50_ms", "top1000_ms",
-               "memory_bytes", "memory_vs_flat", "build_s"]
+               "memory_bytes", "memory_vs_flat", "memory_after_bytes", "anon_after_bytes",
+               "build_s"]
     lines = [
         BEGIN,
         f"`lookalike bench search --vectors {args.vectors} --dim {args.dim}` "
