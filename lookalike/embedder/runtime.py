@@ -29,6 +29,7 @@ from lookalike.embedder.accel import (
     tuned_batch_size,
 )
 from lookalike.embedder.backbones import (
+    ENSEMBLE_JOIN,
     Backbone,
     InputSizeUnsupported,
     build_backbone,
@@ -248,8 +249,8 @@ class Embedder:
             self._categories = category_names(members[0].classes) if with_logits else ()
             self._members = members
             self._spec = EmbedderSpec(
-                backbone="+".join(m.backbone.name for m in members),
-                weights="+".join(m.backbone.weights_id for m in members),
+                backbone=ENSEMBLE_JOIN.join(m.backbone.name for m in members),
+                weights=ENSEMBLE_JOIN.join(m.backbone.weights_id for m in members),
                 pooling=config.pooling, gem_p=float(config.gem_p),
                 # The largest member's: what inputs are decoded for (`draft_px`).
                 input_size=max(m.input_size for m in members), resize=config.resize,

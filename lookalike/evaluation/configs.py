@@ -70,13 +70,18 @@ class EvalConfig:
 
 BASELINE = EvalConfig(name="baseline")
 _SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
+# The three offline EfficientNet-Lites, each at its own input size, descriptors joined.
+ENSEMBLE = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 
 # The best configurations that run on the CPU here, chosen from the ablation in
 # docs/QUALITY.md. Category search and instance search want different levers (as a collection
 # is configured for one or the other): neighbour averaging (DBA, QE) and the class posterior
 # pull a class together but blur the few true matches of an object; verification finds those.
+# For category search: the ensemble, its class posteriors joined at half weight, DBA and
+# alpha-QE; chosen from a grid on corel1k and imagenette (docs/QUALITY.md, "Choosing best").
 BEST_CLASS = EvalConfig(
-    name="best", semantic_weight=1.0, dba_k=20, dba_alpha=1.0, qe_n=10, qe_alpha=3.0,
+    name="best", backbone=ENSEMBLE, semantic_weight=0.5, dba_k=30, dba_alpha=3.0, qe_n=20,
+    qe_alpha=3.0,
 )
 BEST_INSTANCE = EvalConfig(name="best", verify=True)
 BEST = {"class": BEST_CLASS, "instance": BEST_INSTANCE}
@@ -88,6 +93,7 @@ SINGLE_LEVERS: tuple[EvalConfig, ...] = (
     replace(BASELINE, name="+rmac", pooling="rmac"),
     replace(BASELINE, name="+tta", scales=_SCALES, flip=True),
     replace(BASELINE, name="+semantic", semantic_weight=1.0),
+    replace(BASELINE, name="+ensemble", backbone=ENSEMBLE),
     replace(BASELINE, name="+whiten", whiten=True),
     # Pure PCA (no whitening): the dimension cut alone, what memory it saves at what quality.
     replace(BASELINE, name="+pca256", whiten=True, whiten_dim=256, whiten_power=0.0),
@@ -100,6 +106,8 @@ SINGLE_LEVERS: tuple[EvalConfig, ...] = (
 def leave_one_out(best: EvalConfig) -> list[EvalConfig]:
     """The best configuration with each of its levers turned off in turn."""
     out: list[EvalConfig] = []
+    if best.backbone != BASELINE.backbone:
+        out.append(replace(best, name="best-ensemble", backbone=BASELINE.backbone))
     if best.scales != (1.0,) or best.flip:
         out.append(replace(best, name="best-tta", scales=(1.0,), flip=False))
     if best.semantic_weight:

@@ -133,8 +133,10 @@ def test_ablation_turns_each_lever_on_and_off() -> None:
     names = [c.name for c in ablation()]
     assert names[0] == "baseline"
     assert "best" in names
-    assert {"+tta", "+whiten", "+dba", "+qe", "+verify", "+rmac"} <= set(names)
-    assert any(n.startswith("best-") for n in names)
+    assert {"+tta", "+whiten", "+dba", "+qe", "+verify", "+rmac", "+ensemble"} <= set(names)
+    assert {"best-ensemble", "best-dba", "best-qe"} <= set(names)
+    assert preset("best").backbone == preset("+ensemble").backbone
+    assert preset("best-ensemble").backbone == BASELINE.backbone
 
 
 def test_plot_writes_png(class_root: Path, settings: Settings, tmp_path: Path) -> None:
