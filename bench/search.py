@@ -9,11 +9,12 @@ Ground truth is faiss's exact top-k.
 
 For each index (FLAT, HNSW, IVF_FLAT, IVF_PQ) the collection's index is rebuilt and the server
 restarted, so that `memory_bytes` (the server's resident memory after loading the collection,
-less before) belongs to that index alone. `memory_after_bytes` is the same difference read
-again after that mode's searches (cumulative over an index's modes): a float re-rank reads raw
-vectors, which the query node pages in as it needs them; `anon_after_bytes` is its anonymous
-part, the rest being file-backed pages (the query node's chunk cache) that the kernel can
-reclaim. Each index and mode reports recall@10 against exact,
+less before; `anon_bytes` its anonymous part) belongs to that index alone. `memory_after_bytes`
+is the same difference read again after that mode's searches (cumulative over an index's
+modes): a float re-rank reads raw vectors, which the query node pages in as it needs them;
+`anon_after_bytes` is its anonymous part, the rest being file-backed pages (the query node's
+chunk cache) that the kernel can reclaim. HNSW is searched at each `--ef`, IVF_PQ alone and
+re-scored at each `--rerank` depth. Each index and mode reports recall@10 against exact,
 QPS for single queries and for batches of 100, and faiss's QPS in the same form (`qps_flat`).
 hash_rerank (ITQ codes, Hamming top k x r, exact float re-rank) and routed (the query's nearest
 categories' partitions only) run through the same vector store as the product. Finally the mAP
@@ -61,6 +62,7 @@ END = "<!-- bench search: end -->"
 SERVER_LOCK = "/tmp/lookalike-milvus-server.lock"
 COLLECTION = "bench_search"
 INDEXES: tuple[IndexType, ...] = ("FLAT", "HNSW", "IVF_FLAT", "IVF_PQ")
+PQ_M = 64
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,6 +79,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--indexes", nargs="+", default=list(INDEXES), choices=INDEXES)
     parser.add_argument("--rerank", nargs="+", type=int, default=[4, 10],
                         help="IVF_PQ: re-score the top k x r in float, one mode per r")
+    parser.add_argument("--ef", nargs="+", type=int, default=[64, 32],
+                        help="HNSW: the search list size, one mode per value")
+    parser.add_argument("--pq-m", type=int, default=PQ_M,
+                        help="IVF_PQ: sub-quantisers (dim must be a multiple), 8 bits each")
     parser.add_argument("--json", action="store_true", help="one JSON object per index and mode")
     parser.add_argument("--out", type=Path, help="write the markdown block into this file")
     parser.set_defaults(func=run)
@@ -265,10 +271,10 @@ def milvus_server(base_dir: Path) -> Iterator[Server]:
             server.stop()
 
 
-def settings_for(uri: str, index_type: IndexType) -> MilvusSettings:
+def settings_for(uri: str, index_type: IndexType, pq_m: int = PQ_M) -> MilvusSettings:
     return MilvusSettings(
         uri=uri, index_type=index_type, hnsw_m=16, hnsw_ef_construction=128, search_ef=64,
-        ivf_nlist=1024, ivf_nprobe=16, pq_m=32, pq_nbits=8, partition_by="label",
+        ivf_nlist=1024, ivf_nprobe=16, pq_m=pq_m, pq_nbits=8, partition_by="label",
         num_partitions=64, hash_nlist=1024, hash_nprobe=16, route_top_n=3, timeout_s=600,
     )
 
@@ -285,20 +291,21 @@ def records(corpus: Corpus, start: int, stop: int) -> list[ImageRecord]:
     ]
 
 
-def open_store(uri: str, index_type: IndexType, dim: int, create: bool = False) -> tuple[
-        Any, MilvusVectorStore]:
-    settings = settings_for(uri, index_type)
+def open_store(uri: str, index_type: IndexType, dim: int, create: bool = False,
+               pq_m: int = PQ_M) -> tuple[Any, MilvusVectorStore]:
+    settings = settings_for(uri, index_type, pq_m)
     client = connect_milvus(uri, settings)
     spec = {"bench": "search", "dim": dim}
     return client, MilvusVectorStore.open(client, COLLECTION, spec, dim, settings, create=create)
 
 
-def rebuild_index(client: Any, store: MilvusVectorStore, index_type: IndexType, dim: int) -> float:
+def rebuild_index(client: Any, store: MilvusVectorStore, index_type: IndexType, dim: int,
+                  pq_m: int = PQ_M) -> float:
     """Drop the float index and build `index_type`; seconds it took to build."""
     physical = store.layout(refresh=True).physical
     client.release_collection(physical)
     client.drop_index(physical, "embedding")
-    kind, params = index_params(settings_for("http://x", index_type), dim)
+    kind, params = index_params(settings_for("http://x", index_type, pq_m), dim)
     indexes = client.prepare_index_params()
     indexes.add_index(field_name="embedding", index_type=kind, metric_type="IP", params=params)
     started = time.perf_counter()
@@ -308,9 +315,9 @@ def rebuild_index(client: Any, store: MilvusVectorStore, index_type: IndexType, 
 
 
 def loaded_memory(server: Server, uri_holder: list[str], collections: list[str]) -> tuple[
-        int, Memory]:
-    """Restart the server, load `collections`; the resident memory they added, and the
-    server's memory before loading them."""
+        Memory, Memory]:
+    """Restart the server, load `collections`; the resident memory they added (all of it and
+    the anonymous part), and the server's memory before loading them."""
     # Released first: a restarted server loads again what was loaded when it stopped.
     client = connect_milvus(uri_holder[0], MilvusSettings(uri=uri_holder[0], timeout_s=600))
     for name in client.list_collections():
@@ -328,9 +335,9 @@ def loaded_memory(server: Server, uri_holder: list[str], collections: list[str])
     for name in collections:
         when_ready(partial(client.load_collection, name), f"load {name}")
     time.sleep(5)
-    after = server.rss()
+    after = server.memory()
     client.close()
-    return max(0, after - before.rss), before
+    return Memory(rss=max(0, after.rss - before.rss), anon=max(0, after.anon - before.anon)), before
 
 
 def when_ready(call: Callable[[], object], what: str, timeout_s: float = 300.0) -> None:
@@ -348,6 +355,21 @@ def when_ready(call: Callable[[], object], what: str, timeout_s: float = 300.0) 
                 raise
             print(f"{what}: {exc.message.splitlines()[0]}; retrying", file=sys.stderr)
             time.sleep(5)
+
+
+def modes_for(index_type: IndexType, efs: list[int], reranks: list[int]) -> list[
+        tuple[str, SearchParams]]:
+    """The search modes measured on one index: HNSW at each search list size, IVF_PQ alone
+    and re-scored in float at each depth, routed search on FLAT and HNSW."""
+    modes: list[tuple[str, SearchParams]] = [("ann", SearchParams())]
+    if index_type == "HNSW":
+        modes = [(f"ann ef={ef}", SearchParams(ef=ef)) for ef in efs]
+    if index_type == "IVF_PQ":
+        modes = [("ann, no re-rank", SearchParams(rerank_factor=1)),
+                 *((f"ann + float re-rank x{r}", SearchParams(rerank_factor=r)) for r in reranks)]
+    if index_type in ("FLAT", "HNSW"):
+        modes.append(("routed top-3", SearchParams(mode="routed")))
+    return modes
 
 
 def ids_of(hits: list[list[Any]]) -> list[list[int]]:
@@ -400,23 +422,16 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"inserted {len(corpus.vectors)} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         physical = store.layout().physical
         for index_type in args.indexes:
-            build_s = 0.0 if index_type == "FLAT" else rebuild_index(client, store, index_type,
-                                                                    args.dim)
+            build_s = 0.0 if index_type == "FLAT" else rebuild_index(
+                client, store, index_type, args.dim, args.pq_m)
             client.close()
             memory, baseline = loaded_memory(server, uri, [physical])
-            client, store = open_store(uri[0], index_type, args.dim)
-            modes: list[tuple[str, SearchParams]] = [("ann", SearchParams())]
-            if index_type == "IVF_PQ":
-                modes = [("ann, no re-rank", SearchParams(rerank_factor=1)),
-                         *((f"ann + float re-rank x{r}", SearchParams(rerank_factor=r))
-                           for r in args.rerank)]
-            if index_type in ("FLAT", "HNSW"):
-                modes.append(("routed top-3", SearchParams(mode="routed")))
-            for mode, params in modes:
+            client, store = open_store(uri[0], index_type, args.dim, pq_m=args.pq_m)
+            for mode, params in modes_for(index_type, args.ef, args.rerank):
                 ranked, speed = measure(searcher(store, params), corpus.queries, args.single)
                 top1000 = [time_one(store, q, 1000, params) for q in corpus.queries[:20]]
-                add(index_type, mode, ranked, speed, memory,
-                    {"build_s": round(build_s, 1),
+                add(index_type, mode, ranked, speed, memory.rss,
+                    {"build_s": round(build_s, 1), "anon_bytes": memory.anon,
                      "top1000_ms": round(statistics.median(top1000) * 1000, 1),
                      **server.memory().since(baseline)})
             if index_type == "FLAT":
@@ -433,7 +448,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 hashed = SearchParams(mode="hash_rerank", rerank_factor=10)
                 ranked, speed = measure(searcher(store, hashed), corpus.queries, args.single)
                 add("BIN_IVF_FLAT", f"hash_rerank {args.bits} bits, r=10", ranked, speed,
-                    codes_memory, {"build_s": round(codes_s, 1),
+                    codes_memory.rss, {"build_s": round(codes_s, 1),
+                                       "anon_bytes": codes_memory.anon,
                                    **server.memory().since(codes_baseline),
                                    "corel1k_map_ratio": hash_map["ratio"],
                                    "qps_vs_milvus_flat": round(speed.qps_single / rows[1]["qps"], 2),
@@ -496,14 +512,30 @@ def corel_hash_map(corpus: Corpus, bits: int, top_k: int = 100, factor: int = 3)
             "ratio": round(hash_map / float_map, 4)}
 
 
+def vector_parts(rows: list[dict[str, Any]]) -> tuple[int, dict[str, int]]:
+    """The collection's memory that is not its float index, estimated as Milvus FLAT's memory
+    less the raw vectors it holds (faiss's bytes), and each index's memory less that: its
+    vector part. Every index carries the same metadata fields; only the vector part changes."""
+    flat_bytes = rows[0]["memory_bytes"]
+    flat = next((r for r in rows if r["index"] == "FLAT"), None)
+    if flat is None:
+        return 0, {}
+    metadata = max(0, flat["memory_bytes"] - flat_bytes)
+    return metadata, {r["index"]: r["memory_bytes"] - metadata for r in rows[1:]
+                      if r["index"] not in ("FLAT", "BIN_IVF_FLAT")}
+
+
 def render(result: dict[str, Any], args: argparse.Namespace) -> str:
     rows = result["rows"]
     columns = ["index", "mode", "recall@10", "qps", "qps_batch100", "p50_ms", "top1000_ms",
-               "memory_bytes", "memory_vs_flat", "memory_after_bytes", "anon_after_bytes",
+               "memory_bytes", "anon_bytes", "memory_vs_flat", "memory_after_bytes",
+               "anon_after_bytes",
                "build_s"]
     lines = [
         BEGIN,
-        f"`lookalike bench search --vectors {args.vectors} --dim {args.dim}` "
+        f"`lookalike bench search --vectors {args.vectors} --dim {args.dim} --ef "
+        f"{' '.join(map(str, args.ef))} --pq-m {args.pq_m} --rerank "
+        f"{' '.join(map(str, args.rerank))}` "
         f"({result['seconds']} s) on {result['machine']}; Milvus 2.3.5 standalone "
         "(PyPI `milvus`), faiss-cpu 1.15.1.",
         "",
@@ -513,6 +545,12 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     corel = result["corel1k_map"]
+    metadata, parts = vector_parts(rows)
+    if parts:
+        lines += ["", f"Metadata fields (Milvus FLAT's memory less faiss's vector bytes): "
+                  f"{metadata} bytes. Vector part (an index's memory less that): " + "; ".join(
+                      f"{index} {part} ({part / rows[0]['memory_bytes']:.3f} of flat)"
+                      for index, part in parts.items()) + "."]
     lines += [
         "",
         f"faiss IndexFlatIP: {rows[0]['qps']} QPS single, {rows[0]['qps_batch100']} QPS in "

@@ -35,7 +35,7 @@ class MilvusSettings(_Section):
     search_ef: int = Field(128, ge=1, le=32768, description="HNSW ef; raised to top_k when lower.")
     ivf_nlist: int = Field(1024, ge=1, le=65536)
     ivf_nprobe: int = Field(16, ge=1, le=65536)
-    pq_m: int = Field(0, ge=0, le=1024, description="IVF_PQ sub-quantisers; 0: one per 8 dims.")
+    pq_m: int = Field(0, ge=0, le=1024, description="IVF_PQ sub-quantisers; 0: one per 4 dims.")
     pq_nbits: int = Field(8, ge=1, le=16, description="IVF_PQ bits per sub-quantiser code.")
     search_mode: SearchMode = Field(
         "ann",

@@ -48,8 +48,11 @@ def check_supported(settings: MilvusSettings, what: str) -> None:
 
 
 def pq_m(settings: MilvusSettings, dim: int) -> int:
-    """IVF_PQ sub-quantisers: the setting, or one per 8 dimensions; it must divide `dim`."""
-    m = settings.pq_m or max(1, dim // 8)
+    """IVF_PQ sub-quantisers: the setting, or one per 4 dimensions; it must divide `dim`.
+
+    One per 4 dimensions, not 8: at 1M vectors (`bench search`) it raised recall@10 after a x4
+    float re-rank from 0.81 to 0.97, for codes still 1/16 of the float vectors."""
+    m = settings.pq_m or max(1, dim // 4)
     if dim % m:
         raise ConfigError(
             f"IVF_PQ needs pq_m to divide the dimension: {dim} is not a multiple of {m} "

@@ -130,7 +130,7 @@ def test_pq_m_must_divide_the_dimension(client: Any) -> None:
 
     with pytest.raises(ConfigError, match="8 is not a multiple of 3"):
         index_params(settings, DIM)
-    assert index_params(settings.model_copy(update={"pq_m": 0}), 256)[1]["m"] == 32
+    assert index_params(settings.model_copy(update={"pq_m": 0}), 256)[1]["m"] == 64
 
 
 def test_lite_routed_search_over_label_partitions(client: Any) -> None:
