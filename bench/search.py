@@ -232,10 +232,6 @@ class Server:
             self._server.stop()
             self._server = None
 
-    def rss(self) -> int:
-        """Resident memory of the server process, bytes."""
-        return self.memory().rss
-
     def memory(self) -> Memory:
         """Resident memory of the server process, with its anonymous part."""
         pid = self._server.server_proc.pid
@@ -254,10 +250,14 @@ class Memory:
     rss: int
     anon: int
 
+    def growth(self, before: Memory) -> Memory:
+        """What was added since `before` (nothing where it shrank)."""
+        return Memory(rss=max(0, self.rss - before.rss), anon=max(0, self.anon - before.anon))
+
     def since(self, before: Memory) -> dict[str, int]:
         """Growth since `before`, as the `*_after_bytes` columns."""
-        return {"memory_after_bytes": max(0, self.rss - before.rss),
-                "anon_after_bytes": max(0, self.anon - before.anon)}
+        grown = self.growth(before)
+        return {"memory_after_bytes": grown.rss, "anon_after_bytes": grown.anon}
 
 
 @contextlib.contextmanager
@@ -335,9 +335,9 @@ def loaded_memory(server: Server, uri_holder: list[str], collections: list[str])
     for name in collections:
         when_ready(partial(client.load_collection, name), f"load {name}")
     time.sleep(5)
-    after = server.memory()
+    grown = server.memory().growth(before)
     client.close()
-    return Memory(rss=max(0, after.rss - before.rss), anon=max(0, after.anon - before.anon)), before
+    return grown, before
 
 
 def when_ready(call: Callable[[], object], what: str, timeout_s: float = 300.0) -> None:
