@@ -105,13 +105,14 @@ eval: install ## evaluate on every set in $(DATASETS) and write docs/QUALITY.md
 	$(BIN)/python -m bench.eval --datasets $(DATASETS) --out docs/QUALITY.md
 
 .PHONY: bench
-bench: install ## every benchmark: embed, search at 1M, ingest, API, routing (paste the output into docs/BENCHMARKS.md)
+bench: install ## every benchmark: embed, search at 1M, ingest, API, routing, codes-floats (paste the output into docs/BENCHMARKS.md)
 	$(BIN)/lookalike bench embed --datasets $(DATASETS)
 	$(BIN)/python -m bench.run --datasets $(DATASETS)
 	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
 	$(BIN)/lookalike bench api --datasets $(DATASETS)
 	$(BIN)/lookalike bench search --datasets $(DATASETS)
 	$(BIN)/lookalike bench routing --datasets $(DATASETS)
+	$(BIN)/lookalike bench codes-floats
 
 .PHONY: clean
 clean: ## remove caches (keeps .venv and data/)

@@ -17,7 +17,9 @@ chunk cache) that the kernel can reclaim. HNSW is searched at each `--ef`, IVF_P
 re-scored at each `--rerank` depth. Each index and mode reports recall@10 against exact,
 QPS for single queries and for batches of 100, and faiss's QPS in the same form (`qps_flat`).
 hash_rerank (ITQ codes, Hamming top k x r, exact float re-rank) and routed (the query's nearest
-categories' partitions only) run through the same vector store as the product. Finally the mAP
+categories' partitions only) run through the same vector store as the product; hash_rerank twice
+with the same codes: its candidates' floats fetched from the collection by id, then kept in the
+codes collection (`hash_floats`, one round trip), each with the codes collection's memory. Finally the mAP
 of hash_rerank against float search on corel1k alone.
 """
 
@@ -271,11 +273,13 @@ def milvus_server(base_dir: Path) -> Iterator[Server]:
             server.stop()
 
 
-def settings_for(uri: str, index_type: IndexType, pq_m: int = PQ_M) -> MilvusSettings:
+def settings_for(uri: str, index_type: IndexType, pq_m: int = PQ_M,
+                 hash_floats: bool = True) -> MilvusSettings:
     return MilvusSettings(
         uri=uri, index_type=index_type, hnsw_m=16, hnsw_ef_construction=128, search_ef=64,
         ivf_nlist=1024, ivf_nprobe=16, pq_m=pq_m, pq_nbits=8, partition_by="label",
-        num_partitions=64, hash_nlist=1024, hash_nprobe=16, route_top_n=3, timeout_s=600,
+        num_partitions=64, hash_nlist=1024, hash_nprobe=16, hash_floats=hash_floats,
+        route_top_n=3, timeout_s=600,
     )
 
 
@@ -292,8 +296,8 @@ def records(corpus: Corpus, start: int, stop: int) -> list[ImageRecord]:
 
 
 def open_store(uri: str, index_type: IndexType, dim: int, create: bool = False,
-               pq_m: int = PQ_M) -> tuple[Any, MilvusVectorStore]:
-    settings = settings_for(uri, index_type, pq_m)
+               pq_m: int = PQ_M, hash_floats: bool = True) -> tuple[Any, MilvusVectorStore]:
+    settings = settings_for(uri, index_type, pq_m, hash_floats)
     client = connect_milvus(uri, settings)
     spec = {"bench": "search", "dim": dim}
     return client, MilvusVectorStore.open(client, COLLECTION, spec, dim, settings, create=create)
@@ -436,25 +440,31 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                      **server.memory().since(baseline)})
             if index_type == "FLAT":
                 itq = learn_itq(corpus.vectors[::10], args.bits, seed=0)
-                t0 = time.perf_counter()
-                store.build_codes(itq)
-                store.seal(timeout_s=3600)
-                codes_s = time.perf_counter() - t0
-                client.close()
-                codes_memory, codes_baseline = loaded_memory(server, uri, [physical + "__codes"])
-                client, store = open_store(uri[0], "FLAT", args.dim)
-                when_ready(partial(client.load_collection, physical), f"load {physical}")
-                store.use_encoder(itq)
-                hashed = SearchParams(mode="hash_rerank", rerank_factor=10)
-                ranked, speed = measure(searcher(store, hashed), corpus.queries, args.single)
-                add("BIN_IVF_FLAT", f"hash_rerank {args.bits} bits, r=10", ranked, speed,
-                    codes_memory.rss, {"build_s": round(codes_s, 1),
-                                       "anon_bytes": codes_memory.anon,
-                                   **server.memory().since(codes_baseline),
-                                   "corel1k_map_ratio": hash_map["ratio"],
-                                   "qps_vs_milvus_flat": round(speed.qps_single / rows[1]["qps"], 2),
-                                   "qps_batch_vs_milvus_flat": round(
-                                       speed.qps_batch / rows[1]["qps_batch100"], 2)})
+                # Both ways to the candidates' floats, same codes: fetched from the collection
+                # by id (two round trips), and kept in the codes collection (one).
+                for floats in (False, True):
+                    client.close()
+                    client, store = open_store(uri[0], "FLAT", args.dim, hash_floats=floats)
+                    t0 = time.perf_counter()
+                    store.build_codes(itq)
+                    store.seal(timeout_s=3600)
+                    codes_s = time.perf_counter() - t0
+                    client.close()
+                    codes_memory, codes_baseline = loaded_memory(server, uri,
+                                                                 [physical + "__codes"])
+                    client, store = open_store(uri[0], "FLAT", args.dim, hash_floats=floats)
+                    when_ready(partial(client.load_collection, physical), f"load {physical}")
+                    store.use_encoder(itq)
+                    hashed = SearchParams(mode="hash_rerank", rerank_factor=10)
+                    ranked, speed = measure(searcher(store, hashed), corpus.queries, args.single)
+                    add("BIN_IVF_FLAT", hash_mode_name(args.bits, floats), ranked, speed,
+                        codes_memory.rss, {
+                            "build_s": round(codes_s, 1), "anon_bytes": codes_memory.anon,
+                            **server.memory().since(codes_baseline),
+                            "corel1k_map_ratio": hash_map["ratio"],
+                            "qps_vs_milvus_flat": round(speed.qps_single / rows[1]["qps"], 2),
+                            "qps_batch_vs_milvus_flat": round(
+                                speed.qps_batch / rows[1]["qps_batch100"], 2)})
         client.close()
     result = {"rows": rows, "corel1k_map": hash_map, "machine": describe_machine(),
               "seconds": round(time.perf_counter() - started)}
@@ -482,6 +492,12 @@ def time_one(store: MilvusVectorStore, query: F32, top_k: int, params: SearchPar
     started = time.perf_counter()
     store.search_ids(query[None], top_k, params=params)
     return time.perf_counter() - started
+
+
+def hash_mode_name(bits: int, floats: bool) -> str:
+    """The hash_rerank row's mode: where its candidates' floats come from."""
+    return (f"hash_rerank {bits} bits, r=10, "
+            + ("floats in codes" if floats else "floats fetched"))
 
 
 def corel_hash_map(corpus: Corpus, bits: int, top_k: int = 100, factor: int = 3) -> dict[str, Any]:

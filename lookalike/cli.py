@@ -581,7 +581,7 @@ def _register_benchmarks(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 # Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
-BENCHMARKS: tuple[str, ...] = ("embed", "ingest", "api", "search", "routing")
+BENCHMARKS: tuple[str, ...] = ("embed", "ingest", "api", "search", "routing", "codes_floats")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,7 +131,8 @@ def drop_collection(store: MilvusVectorStore, name: str, confirm: str) -> DropOu
             info = HashInfo.from_json(hash_raw)
             try:
                 companions.create_codes(client, fresh.live_collection(), info.bits,
-                                        settings.hash_nlist, {HASH_PROPERTY: hash_raw})
+                                        settings.hash_nlist, {HASH_PROPERTY: hash_raw},
+                                        embedding_dim(description) if info.floats else 0)
             except Exception as exc:
                 raise StoreUnavailable(f"cannot recreate the codes of {name!r}: {exc}") from exc
         store.layout(refresh=True)

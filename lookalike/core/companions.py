@@ -3,6 +3,9 @@
 - `<physical>__codes`: each image's binary hash code (BINARY_VECTOR, BIN_IVF_FLAT / HAMMING),
   keyed by the image id. A separate collection rather than a second vector field because Milvus
   before 2.4 (the 2.3 standalone server among them) allows one vector field per collection.
+  Optionally it also keeps a copy of each image's float descriptor (`floats`), so that one
+  Hamming search returns the candidates with the vectors that re-score them: one round trip to
+  Milvus instead of two (search, then fetch by id).
 - `<physical>__routes`: one row per category: the running sum of its images' descriptors,
   stored as unit direction x norm, and its image count. A routed search asks it for the query's
   nearest categories (nearest class mean), then scans only their partitions.
@@ -13,6 +16,7 @@ the Milvus calls.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -22,6 +26,11 @@ from numpy.typing import NDArray
 CODES_SUFFIX = "__codes"
 ROUTES_SUFFIX = "__routes"
 MAX_CATEGORY_LEN = 512
+FLOATS_FIELD = "floats"
+MAX_VARCHAR_LEN = 65535
+# Bytes of one gRPC answer with floats beyond which a search is split by queries; Milvus's
+# proxy sends at most 512 MB by default.
+MAX_ANSWER_BYTES = 64 << 20
 
 
 class CodeEncoder(Protocol):
@@ -57,19 +66,52 @@ def is_companion(name: str) -> bool:
     return name.endswith((CODES_SUFFIX, ROUTES_SUFFIX))
 
 
+def floats_length(dim: int) -> int:
+    """Characters of one `dim`-float descriptor as `encode_floats` writes it."""
+    return 4 * -(-4 * dim // 3)
+
+
+def can_keep_floats(dim: int) -> bool:
+    """Whether a codes collection can keep `dim`-float descriptors (a VARCHAR's limit)."""
+    return 0 < floats_length(dim) <= MAX_VARCHAR_LEN
+
+
+def encode_floats(vector: NDArray[np.float32]) -> str:
+    """One descriptor as text: its little-endian float32 bytes in base64.
+
+    Milvus 2.3 has one vector field per collection and no bytes type. Of the scalar types, a
+    VARCHAR decodes fastest: 100 queries x 100 hits of 256 floats came back in 227 ms as
+    base64 text and in 586 ms as an ARRAY of FLOAT (`lookalike bench codes-floats`,
+    docs/BENCHMARKS.md). The bytes are the float32 values themselves, so re-scoring with them
+    is exact.
+    """
+    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_floats(text: str) -> NDArray[np.float32]:
+    """The descriptor `encode_floats` wrote."""
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32, copy=False)
+
+
 def create_codes(
     client: Any, physical: str, bits: int, nlist: int, properties: dict[str, str],
+    floats_dim: int = 0,
 ) -> str:
     """An empty, loaded codes collection beside `physical` (an old one is dropped first); its
-    `properties` say which encoder made the codes."""
+    `properties` say which encoder made the codes. With `floats_dim`, it also keeps each
+    image's descriptor of that many floats (see `can_keep_floats`)."""
     from pymilvus import DataType, MilvusClient
 
+    if floats_dim and not can_keep_floats(floats_dim):
+        raise ValueError(f"a codes collection cannot keep descriptors of {floats_dim} floats")
     name = codes_name(physical)
     if client.has_collection(name):
         client.drop_collection(name)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("code", DataType.BINARY_VECTOR, dim=bits)
+    if floats_dim:
+        schema.add_field(FLOATS_FIELD, DataType.VARCHAR, max_length=floats_length(floats_dim))
     index = client.prepare_index_params()
     index.add_index(field_name="code", index_type="BIN_IVF_FLAT", metric_type="HAMMING",
                     params={"nlist": nlist})
@@ -81,14 +123,22 @@ def create_codes(
     return name
 
 
-def write_codes(client: Any, physical: str, ids: Sequence[int], codes: NDArray[np.uint8]) -> None:
-    """Store (or replace) the codes of `ids`; upsert, so a retried write leaves one row each."""
+def write_codes(
+    client: Any, physical: str, ids: Sequence[int], codes: NDArray[np.uint8],
+    vectors: NDArray[np.float32] | None = None,
+) -> None:
+    """Store (or replace) the codes of `ids`, with their descriptors `vectors` where the
+    collection keeps them; upsert, so a retried write leaves one row each."""
     if not len(ids):
         return
-    client.upsert(codes_name(physical), data=[
+    rows: list[dict[str, Any]] = [
         {"id": int(i), "code": np.ascontiguousarray(c, dtype=np.uint8).tobytes()}
         for i, c in zip(ids, codes, strict=True)
-    ])
+    ]
+    if vectors is not None:
+        for row, vector in zip(rows, vectors, strict=True):
+            row[FLOATS_FIELD] = encode_floats(vector)
+    client.upsert(codes_name(physical), data=rows)
 
 
 def delete_codes(client: Any, physical: str, ids: Sequence[int]) -> None:
@@ -109,6 +159,33 @@ def search_codes(
         consistency_level=consistency,
     )
     return [[int(hit["id"]) for hit in per_query] for per_query in results]
+
+
+def search_codes_with_floats(
+    client: Any, physical: str, codes: NDArray[np.uint8], limit: int, nprobe: int,
+    consistency: str, dim: int, exclude_ids: Sequence[int] = (),
+) -> list[tuple[list[int], NDArray[np.float32]]]:
+    """Per query code: the ids of the `limit` codes nearest in Hamming distance (best first,
+    none of `exclude_ids`) and their descriptors (len(ids) x dim), from a codes collection that
+    keeps them."""
+    per_request = max(1, MAX_ANSWER_BYTES // (limit * floats_length(dim)))
+    exclusion = f"id not in {[int(i) for i in exclude_ids]}" if exclude_ids else ""
+    found: list[tuple[list[int], NDArray[np.float32]]] = []
+    for start in range(0, len(codes), per_request):
+        results = client.search(
+            codes_name(physical),
+            data=[np.ascontiguousarray(c).tobytes() for c in codes[start:start + per_request]],
+            limit=limit, anns_field="code", output_fields=[FLOATS_FIELD], filter=exclusion,
+            search_params={"metric_type": "HAMMING", "params": {"nprobe": nprobe}},
+            consistency_level=consistency,
+        )
+        for per_query in results:
+            ids = [int(hit["id"]) for hit in per_query]
+            vectors = np.empty((len(ids), dim), dtype=np.float32)
+            for row, hit in enumerate(per_query):
+                vectors[row] = decode_floats(hit["entity"][FLOATS_FIELD])
+            found.append((ids, vectors))
+    return found
 
 
 def create_routes(client: Any, physical: str, dim: int) -> str:

@@ -114,16 +114,21 @@ class HashInfo:
 
     encoder_id: str
     bits: int
+    # Whether the codes collection also keeps each image's float descriptor (companions.py);
+    # codes written before it could are without.
+    floats: bool = False
 
     def to_json(self) -> str:
         """The collection property's value."""
-        return json.dumps({"id": self.encoder_id, "bits": self.bits}, sort_keys=True)
+        return json.dumps({"id": self.encoder_id, "bits": self.bits, "floats": self.floats},
+                          sort_keys=True)
 
     @classmethod
     def from_json(cls, raw: str) -> HashInfo:
         """Parse a value written by `to_json`."""
         value = json.loads(raw)
-        return cls(encoder_id=str(value["id"]), bits=int(value["bits"]))
+        return cls(encoder_id=str(value["id"]), bits=int(value["bits"]),
+                   floats=bool(value.get("floats", False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +405,20 @@ def _has_raw(description: Mapping[str, Any]) -> bool:
     return any(f.get("name") == RAW_FIELD for f in description.get("fields", []))
 
 
+def best_of(
+    query: NDArray[np.float32], ids: Sequence[int], vectors: NDArray[np.float32], top_k: int,
+    min_score: float | None,
+) -> list[ScoredId]:
+    """The `top_k` of `ids` by inner product of their `vectors` (len(ids) x D) with `query`,
+    best first (ties keep the candidates' order), those above `min_score` only."""
+    if not len(ids):
+        return []
+    scores = vectors @ query
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [ScoredId(id=int(ids[j]), score=float(scores[j])) for j in order
+            if min_score is None or scores[j] > min_score]
+
+
 def _refused(message: str, filter_expr: str, what: str) -> InvalidFilter | StoreUnavailable:
     """The typed error for a Milvus refusal: the filter's fault when there is one, else the
     store's."""
@@ -615,7 +634,8 @@ class MilvusVectorStore:
                       if layout.partitioned else [])
         if layout.hash is not None:
             codes = self._require_encoder(layout.hash).encode(vectors)
-            self._companion("write_codes", layout.physical, ids, codes)
+            self._companion("write_codes", layout.physical, ids, codes,
+                            vectors if layout.hash.floats else None)
         if layout.partitioned:
             self._companion("add_to_routes", layout.physical, categories, vectors)
         rows = []
@@ -709,6 +729,15 @@ class MilvusVectorStore:
                         "first (server only), or search in another mode"
                     )
                 codes = self._require_encoder(layout.hash).encode(queries)
+                if layout.hash.floats and not filter_expr.strip():
+                    # The candidates come with their vectors: one round trip to Milvus.
+                    found = self._companion(
+                        "search_codes_with_floats", layout.physical, codes, limit,
+                        search.hash_nprobe, self._settings.consistency, queries.shape[1],
+                        exclude_ids,
+                    )
+                    return [best_of(query, ids, vectors, top_k, min_score)
+                            for query, (ids, vectors) in zip(queries, found, strict=True)]
                 candidates = self._companion(
                     "search_codes", layout.physical, codes, limit, search.hash_nprobe,
                     self._settings.consistency,
@@ -783,13 +812,9 @@ class MilvusVectorStore:
         out: list[list[ScoredId]] = []
         for query, ids in zip(queries, candidates, strict=True):
             kept = [i for i in dict.fromkeys(ids) if i in vectors]
-            if not kept:
-                out.append([])
-                continue
-            scores = np.stack([vectors[i] for i in kept]) @ query
-            order = np.argsort(-scores, kind="stable")[:top_k]
-            out.append([ScoredId(id=kept[j], score=float(scores[j])) for j in order
-                        if min_score is None or scores[j] > min_score])
+            out.append(best_of(query, kept, np.stack([vectors[i] for i in kept]) if kept
+                               else np.empty((0, len(query)), dtype=np.float32),
+                               top_k, min_score))
         return out
 
     def _vectors_where(
@@ -900,7 +925,7 @@ class MilvusVectorStore:
             raise StoreUnavailable(f"query in {self.name!r} failed: {exc}") from exc
 
     def delete(self, ids: Sequence[int]) -> int:
-        """Delete vectors, then their codes; take them out of their categories' means."""
+        """Delete codes, then vectors; take them out of their categories' means."""
         layout = self.layout()
         present = self.existing_ids(ids)
         if not present:
@@ -910,9 +935,11 @@ class MilvusVectorStore:
         if layout.partitioned:
             routed = list(self._call("get", self.name, ids=wanted,
                                      output_fields=["id", CATEGORY_FIELD, "embedding"]))
-        self._call("delete", self.name, ids=wanted)
+        # Codes first: a hash_rerank search that reads vectors from the codes collection
+        # never answers with an image whose row is gone (a failed delete is retried whole).
         if layout.hash is not None:
             self._companion("delete_codes", layout.physical, wanted)
+        self._call("delete", self.name, ids=wanted)
         if routed:
             self._companion(
                 "add_to_routes", layout.physical, [str(r[CATEGORY_FIELD]) for r in routed],
@@ -1072,17 +1099,21 @@ class MilvusVectorStore:
         record it; searches in hash_rerank mode use it from then on. Server only."""
         check_supported(self._settings, "binary hash codes (BINARY_VECTOR)")
         physical = self.live_collection()
+        dim = self._dim_of(physical)
+        floats = self._settings.hash_floats and companions.can_keep_floats(dim)
         try:
             companions.create_codes(
                 self._client, physical, encoder.bits, self._settings.hash_nlist,
-                {HASH_PROPERTY: HashInfo(encoder.id, encoder.bits).to_json()},
+                {HASH_PROPERTY: HashInfo(encoder.id, encoder.bits, floats).to_json()},
+                dim if floats else 0,
             )
         except Exception as exc:
             raise StoreUnavailable(f"cannot create the codes of {physical!r}: {exc}") from exc
         self._encoder = encoder
         written = 0
         for ids, (vectors,) in self.iter_vectors(("embedding",), batch_size):
-            self._companion("write_codes", physical, ids, encoder.encode(vectors))
+            self._companion("write_codes", physical, ids, encoder.encode(vectors),
+                            vectors if floats else None)
             written += len(ids)
         self.layout(refresh=True)
         return written
@@ -1236,8 +1267,10 @@ class MilvusVectorStore:
             return 0
         if layout.hash is not None:
             updated = [int(r["id"]) for r in rows]
-            codes = self._require_encoder(layout.hash).encode(np.stack([by_id[i] for i in updated]))
-            self._companion("write_codes", layout.physical, updated, codes)
+            vectors_updated = np.stack([by_id[i] for i in updated])
+            codes = self._require_encoder(layout.hash).encode(vectors_updated)
+            self._companion("write_codes", layout.physical, updated, codes,
+                            vectors_updated if layout.hash.floats else None)
         self._call("upsert", self.name, data=rows)
         return len(rows)
 

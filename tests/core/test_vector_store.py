@@ -278,3 +278,14 @@ def test_rebuild_params_are_checked() -> None:
         rebuild_params(server, 64, "IVF_PQ", {"m": "7"})
     with pytest.raises(ConfigError, match="Milvus Lite cannot build IVF_PQ"):
         rebuild_params(lite, 64, "IVF_PQ", {})
+
+
+def test_best_of_ranks_candidates_by_exact_score() -> None:
+    query = np.array([1.0, 0.0], dtype=np.float32)
+    vectors = np.array([[0.5, 0.5], [0.9, 0.1], [0.5, -0.5], [-1.0, 0.0]], dtype=np.float32)
+    ids = [10, 11, 12, 13]
+    best = vector_store.best_of(query, ids, vectors, 3, None)
+    # Ties (10 and 12 both score 0.5) keep the candidates' order.
+    assert [(h.id, h.score) for h in best] == [(11, pytest.approx(0.9)), (10, 0.5), (12, 0.5)]
+    assert [h.id for h in vector_store.best_of(query, ids, vectors, 10, 0.5)] == [11]
+    assert vector_store.best_of(query, [], np.empty((0, 2), dtype=np.float32), 3, None) == []

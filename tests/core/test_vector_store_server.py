@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from lookalike.core.companions import decode_floats
 from lookalike.core.errors import ConfigError, InvalidArgument
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
@@ -110,26 +111,53 @@ def test_ivf_pq_scores_are_exact_after_float_rerank(
     assert [h.score for h in raw] != pytest.approx([float(exact[h.id - 1]) for h in raw], abs=1e-5)
 
 
+@pytest.mark.parametrize("floats", [True, False], ids=["floats-in-codes", "floats-fetched"])
 def test_hash_rerank_returns_the_exact_top1_of_near_copies(
-    server_client: Any, milvus_server: MilvusServer
+    server_client: Any, milvus_server: MilvusServer, floats: bool
 ) -> None:
-    store, x, _ = build(server_client, milvus_server, "hashed", index_type="HNSW",
-                        hash_nlist=16, hash_nprobe=16)
+    """Both ways to the candidates' floats: from the codes collection (one round trip) and
+    fetched by id from the collection (codes made without them)."""
+    store, x, _ = build(server_client, milvus_server, f"hashed_{floats}", index_type="HNSW",
+                        hash_nlist=16, hash_nprobe=16, hash_floats=floats)
     with pytest.raises(ConfigError, match="lookalike hash"):
         store.search_ids(x[:1], top_k=1, params=SearchParams(mode="hash_rerank"))
     itq = learn_itq(x, 64, seed=0)
     assert store.build_codes(itq) == len(x)
     store.seal()
-    server_client.release_collection(store.layout().physical + "__codes")
-    server_client.load_collection(store.layout().physical + "__codes")
+    info = store.hash_info()
+    assert info is not None
+    assert info.floats is floats
+    codes = store.layout().physical + "__codes"
+    server_client.release_collection(codes)
+    server_client.load_collection(codes)
+    fields = {f["name"] for f in server_client.describe_collection(codes)["fields"]}
+    assert ("floats" in fields) is floats
     queries = near_copies(x, PICKS)
     exact = np.argsort(-(queries @ x.T), axis=1)[:, 0] + 1
     hits = store.search_ids(queries, top_k=10, params=SearchParams(mode="hash_rerank"))
     assert [h[0].id for h in hits] == exact.tolist()
     # Scores are the exact float similarities of the re-ranked candidates, best first.
-    first = hits[0]
-    assert [h.score for h in first] == sorted((h.score for h in first), reverse=True)
-    assert first[0].score == pytest.approx(float(queries[0] @ x[first[0].id - 1]), abs=1e-5)
+    for query, per_query in zip(queries, hits, strict=True):
+        assert [h.score for h in per_query] == sorted((h.score for h in per_query), reverse=True)
+        assert [h.score for h in per_query] == pytest.approx(
+            [float(query @ x[h.id - 1]) for h in per_query], abs=1e-6)
+    # Exclusions and filters hold on either path (a filter reads the collection's fields).
+    top = hits[0][0].id
+    excluded = store.search_ids(queries[:1], top_k=5, exclude_ids=[top],
+                                params=SearchParams(mode="hash_rerank"))[0]
+    assert top not in [h.id for h in excluded]
+    assert len(excluded) == 5
+    # Filters apply to the candidates: a class01 query keeps its class01 images tagged "even".
+    in_class01 = int(np.flatnonzero((PICKS >= PER_CLASS) & (PICKS < 2 * PER_CLASS))[0])
+    tagged = store.search_ids(queries[in_class01:in_class01 + 1], top_k=5,
+                              filter_expr='label == "class01" and ARRAY_CONTAINS(tags, "even")',
+                              params=SearchParams(mode="hash_rerank"))[0]
+    assert len(tagged) == 5
+    assert all(PER_CLASS < h.id <= 2 * PER_CLASS and (h.id - 1) % 2 == 0 for h in tagged)
+    bounded = store.search_ids(queries[:1], top_k=10, min_score=0.9,
+                               params=SearchParams(mode="hash_rerank"))[0]
+    assert bounded
+    assert all(h.score > 0.9 for h in bounded)
 
 
 def test_codes_follow_inserts_and_deletes(server_client: Any, milvus_server: MilvusServer) -> None:
@@ -140,9 +168,16 @@ def test_codes_follow_inserts_and_deletes(server_client: Any, milvus_server: Mil
     store.insert(records(extra, ["class00"], first_id=10_000))
     hash_mode = SearchParams(mode="hash_rerank")
     assert store.search_ids(extra, top_k=1, params=hash_mode)[0][0].id == 10_000
+    codes = store.layout().physical + "__codes"
+    # The float copy follows a changed embedding (as DBA writes them).
+    moved = near_copies(x, np.array([300]), seed=4)
+    assert store.upsert_embeddings([10_000], moved) == 1
+    assert store.search_ids(moved, top_k=1, params=hash_mode)[0][0].id == 10_000
+    (row,) = server_client.get(codes, ids=[10_000], output_fields=["floats"])
+    assert np.array_equal(decode_floats(row["floats"]), moved[0])
     store.delete([10_000])
     assert store.search_ids(extra, top_k=1, params=hash_mode)[0][0].id != 10_000
-    codes = store.layout().physical + "__codes"
+    assert store.search_ids(moved, top_k=1, params=hash_mode)[0][0].id != 10_000
     assert not server_client.get(codes, ids=[10_000])
 
 
