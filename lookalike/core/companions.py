@@ -80,8 +80,8 @@ def encode_floats(vector: NDArray[np.float32]) -> str:
     """One descriptor as text: its little-endian float32 bytes in base64.
 
     Milvus 2.3 has one vector field per collection and no bytes type. Of the scalar types, a
-    VARCHAR decodes fastest: 100 queries x 100 hits of 256 floats came back in 227 ms as
-    base64 text and in 586 ms as an ARRAY of FLOAT (`lookalike bench codes-floats`,
+    VARCHAR decodes fastest: 100 queries x 100 hits of 256 floats came back in 369 ms as
+    base64 text and in 787 ms as an ARRAY of FLOAT (`lookalike bench codes-floats`,
     docs/BENCHMARKS.md). The bytes are the float32 values themselves, so re-scoring with them
     is exact.
     """
@@ -152,12 +152,7 @@ def search_codes(
     consistency: str,
 ) -> list[list[int]]:
     """Ids of the `limit` codes nearest in Hamming distance, per query code, best first."""
-    results = client.search(
-        codes_name(physical), data=[np.ascontiguousarray(c).tobytes() for c in codes],
-        limit=limit, anns_field="code", output_fields=["id"],
-        search_params={"metric_type": "HAMMING", "params": {"nprobe": nprobe}},
-        consistency_level=consistency,
-    )
+    results = _hamming_search(client, physical, codes, limit, nprobe, consistency, ["id"])
     return [[int(hit["id"]) for hit in per_query] for per_query in results]
 
 
@@ -172,13 +167,8 @@ def search_codes_with_floats(
     exclusion = f"id not in {[int(i) for i in exclude_ids]}" if exclude_ids else ""
     found: list[tuple[list[int], NDArray[np.float32]]] = []
     for start in range(0, len(codes), per_request):
-        results = client.search(
-            codes_name(physical),
-            data=[np.ascontiguousarray(c).tobytes() for c in codes[start:start + per_request]],
-            limit=limit, anns_field="code", output_fields=[FLOATS_FIELD], filter=exclusion,
-            search_params={"metric_type": "HAMMING", "params": {"nprobe": nprobe}},
-            consistency_level=consistency,
-        )
+        results = _hamming_search(client, physical, codes[start:start + per_request], limit,
+                                  nprobe, consistency, [FLOATS_FIELD], exclusion)
         for per_query in results:
             ids = [int(hit["id"]) for hit in per_query]
             vectors = np.empty((len(ids), dim), dtype=np.float32)
@@ -186,6 +176,18 @@ def search_codes_with_floats(
                 vectors[row] = decode_floats(hit["entity"][FLOATS_FIELD])
             found.append((ids, vectors))
     return found
+
+
+def _hamming_search(
+    client: Any, physical: str, codes: NDArray[np.uint8], limit: int, nprobe: int,
+    consistency: str, output_fields: list[str], filter_expr: str = "",
+) -> Any:
+    return client.search(
+        codes_name(physical), data=[np.ascontiguousarray(c).tobytes() for c in codes],
+        limit=limit, anns_field="code", output_fields=output_fields, filter=filter_expr,
+        search_params={"metric_type": "HAMMING", "params": {"nprobe": nprobe}},
+        consistency_level=consistency,
+    )
 
 
 def create_routes(client: Any, physical: str, dim: int) -> str:

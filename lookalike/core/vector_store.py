@@ -633,9 +633,8 @@ class MilvusVectorStore:
         categories = ([_category(r, layout.partition_by) for r in records]
                       if layout.partitioned else [])
         if layout.hash is not None:
-            codes = self._require_encoder(layout.hash).encode(vectors)
-            self._companion("write_codes", layout.physical, ids, codes,
-                            vectors if layout.hash.floats else None)
+            self._write_codes(layout.physical, self._require_encoder(layout.hash),
+                              layout.hash.floats, ids, vectors)
         if layout.partitioned:
             self._companion("add_to_routes", layout.physical, categories, vectors)
         rows = []
@@ -1112,8 +1111,7 @@ class MilvusVectorStore:
         self._encoder = encoder
         written = 0
         for ids, (vectors,) in self.iter_vectors(("embedding",), batch_size):
-            self._companion("write_codes", physical, ids, encoder.encode(vectors),
-                            vectors if floats else None)
+            self._write_codes(physical, encoder, floats, ids, vectors)
             written += len(ids)
         self.layout(refresh=True)
         return written
@@ -1153,6 +1151,13 @@ class MilvusVectorStore:
         if not dim:
             raise StoreUnavailable(f"collection {physical!r} has no embedding field")
         return dim
+
+    def _write_codes(self, physical: str, encoder: CodeEncoder, floats: bool,
+                     ids: Sequence[int], vectors: NDArray[np.float32]) -> None:
+        """The codes of `vectors` into the codes collection, with the vectors themselves where
+        it keeps them (`floats`)."""
+        self._companion("write_codes", physical, ids, encoder.encode(vectors),
+                        vectors if floats else None)
 
     def _companion(self, function: str, *args: Any) -> Any:
         try:
@@ -1267,10 +1272,8 @@ class MilvusVectorStore:
             return 0
         if layout.hash is not None:
             updated = [int(r["id"]) for r in rows]
-            vectors_updated = np.stack([by_id[i] for i in updated])
-            codes = self._require_encoder(layout.hash).encode(vectors_updated)
-            self._companion("write_codes", layout.physical, updated, codes,
-                            vectors_updated if layout.hash.floats else None)
+            self._write_codes(layout.physical, self._require_encoder(layout.hash),
+                              layout.hash.floats, updated, np.stack([by_id[i] for i in updated]))
         self._call("upsert", self.name, data=rows)
         return len(rows)
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.milvus_server
 
 def test_each_layout_answers_and_the_float_copies_are_exact(server_client: Any) -> None:
     x = unit_vectors(300)
-    query = [np.packbits(x[:1] > 0, axis=1)[0].tobytes()]
+    query = np.packbits(x[:1] > 0, axis=1)
     answers = {}
     for layout in LAYOUTS:
         create(server_client, f"bench_codes_{layout}", layout)
@@ -25,5 +25,6 @@ def test_each_layout_answers_and_the_float_copies_are_exact(server_client: Any) 
         assert ids[0] == 0  # its own code, at Hamming distance 0
         answers[layout] = floats
         if layout != "none":
+            assert floats is not None
             assert np.array_equal(floats, x[ids])
     assert answers["none"] is None
