@@ -41,6 +41,7 @@ from lookalike.core.errors import (
     StoreUnavailable,
 )
 from lookalike.core.filters import quote
+from lookalike.core.hit_vectors import ids_and_vectors
 from lookalike.core.milvus_reads import RetryingReads
 from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId, SearchHit
 from lookalike.core.settings import MilvusSettings
@@ -419,6 +420,18 @@ def best_of(
             if min_score is None or scores[j] > min_score]
 
 
+def first_of_each(ids: Sequence[int], vectors: NDArray[np.float32]) -> tuple[
+        list[int], NDArray[np.float32]]:
+    """`ids` and their rows of `vectors` without repeats (the first of each kept, in order):
+    a search over several segments can return an id twice."""
+    seen: dict[int, int] = {}
+    for row, i in enumerate(ids):
+        seen.setdefault(int(i), row)
+    if len(seen) == len(ids):
+        return list(ids), vectors
+    return list(seen), vectors[list(seen.values())]
+
+
 def _refused(message: str, filter_expr: str, what: str) -> InvalidFilter | StoreUnavailable:
     """The typed error for a Milvus refusal: the filter's fault when there is one, else the
     store's."""
@@ -779,7 +792,9 @@ class MilvusVectorStore:
         from pymilvus.exceptions import MilvusException
 
         direct = limit == top_k
-        fields = list(META_FIELDS) if direct and metas is not None else ["id"]
+        # Re-scored candidates come with their vectors: one round trip, not a search and a get.
+        fields = (["id", "embedding"] if not direct
+                  else list(META_FIELDS) if metas is not None else ["id"])
         try:
             results = self._client.search(
                 self.name, data=queries.tolist(), limit=limit, filter=" and ".join(clauses),
@@ -797,8 +812,9 @@ class MilvusVectorStore:
                              for per_query in results for h in per_query)
             return [[ScoredId(id=int(h["id"]), score=float(h["distance"])) for h in per_query]
                     for per_query in results]
-        candidates = [[int(h["id"]) for h in per_query] for per_query in results]
-        return self._rescored(queries, candidates, top_k, [], min_score, filter_expr)
+        found = ids_and_vectors(results, "embedding", queries.shape[1])
+        return [best_of(query, *first_of_each(ids, vectors), top_k, min_score)
+                for query, (ids, vectors) in zip(queries, found, strict=True)]
 
     def _rescored(
         self, queries: NDArray[np.float32], candidates: list[list[int]], top_k: int,

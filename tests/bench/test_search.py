@@ -3,7 +3,9 @@ growth. (The benchmark itself needs its own Milvus server and a million vectors:
 
 from __future__ import annotations
 
-from bench.search import Memory, modes_for, vector_parts
+import argparse
+
+from bench.search import INDEXES, Memory, is_steady, modes_for, render, settled, vector_parts
 from lookalike.core.vector_index import SearchParams
 
 
@@ -33,3 +35,25 @@ def test_vector_part_is_an_index_memory_less_the_shared_metadata() -> None:
             {"index": "HNSW", "memory_bytes": 1750}, {"index": "IVF_PQ", "memory_bytes": 700}]
     assert vector_parts(rows) == (600, {"HNSW": 1150, "IVF_PQ": 100})
     assert vector_parts(rows[:1]) == (0, {})
+
+
+def test_memory_is_read_once_it_stops_moving() -> None:
+    assert not is_steady([100, 100], 3, 0.01)
+    assert not is_steady([300, 200, 200], 3, 0.01)
+    assert is_steady([1000, 995, 1000], 3, 0.01)
+    falling = iter([3000, 2500, 1700, 1690, 1690, 1690, 1690])
+    reading = settled(lambda: Memory(rss=next(falling), anon=0), every_s=0, window=3)
+    assert reading.rss == 1690
+
+
+def test_the_printed_command_names_the_indexes_when_not_all() -> None:
+    args = argparse.Namespace(vectors=1000, dim=256, ef=[64], pq_m=64, rerank=[4],
+                              indexes=list(INDEXES))
+    result = {"rows": [{"index": "faiss IndexFlatIP", "mode": "exact", "memory_bytes": 1,
+                        "qps": 1.0, "qps_batch100": 2.0}],
+              "corel1k_map": {"top_k": 100, "bits": 256, "candidates": 300, "float_map": 0.8,
+                              "hash_rerank_map": 0.8, "ratio": 1.0},
+              "seconds": 1, "machine": "here"}
+    assert "--rerank 4` (1 s)" in render(result, args)
+    args.indexes = ["IVF_PQ"]
+    assert "--rerank 4 --indexes IVF_PQ` (1 s)" in render(result, args)

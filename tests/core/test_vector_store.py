@@ -13,7 +13,7 @@ from lookalike.core import vector_store
 from lookalike.core.errors import ConfigError, InvalidArgument, InvalidFilter, ModelSpecMismatch
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
-from lookalike.core.vector_index import rebuild_params
+from lookalike.core.vector_index import SearchParams, rebuild_params
 from lookalike.core.vector_store import MilvusVectorStore
 
 SPEC = {"backbone": "test", "dim": 8}
@@ -289,3 +289,38 @@ def test_best_of_ranks_candidates_by_exact_score() -> None:
     assert [(h.id, h.score) for h in best] == [(11, pytest.approx(0.9)), (10, 0.5), (12, 0.5)]
     assert [h.id for h in vector_store.best_of(query, ids, vectors, 10, 0.5)] == [11]
     assert vector_store.best_of(query, [], np.empty((0, 2), dtype=np.float32), 3, None) == []
+
+
+def test_first_of_each_drops_repeated_ids_with_their_rows() -> None:
+    vectors = np.arange(10, dtype=np.float32).reshape(5, 2)
+    ids, rows = vector_store.first_of_each([4, 2, 4, 9, 2], vectors)
+    assert ids == [4, 2, 9]
+    np.testing.assert_array_equal(rows, vectors[[0, 1, 3]])
+    same_ids, same_rows = vector_store.first_of_each([1, 2], vectors[:2])
+    assert same_ids == [1, 2]
+    np.testing.assert_array_equal(same_rows, vectors[:2])
+
+
+def test_rescored_search_takes_its_candidates_vectors_from_the_search(client: Any) -> None:
+    """With a re-rank depth (here on HNSW), the candidates come back from the search with their
+    vectors and are re-scored exactly; a batch answers each query as it would alone, and the
+    filter, exclusions and min_score still hold."""
+    store = MilvusVectorStore.open(client, "images", SPEC, DIM, MilvusSettings())
+    records = _records(60)
+    store.insert(records)
+    x = np.stack([r.embedding for r in records])
+    queries = x[[3, 10, 25]] + 0.05
+    deep = SearchParams(rerank_factor=3)
+    batch = store.search_ids(queries, top_k=5, params=deep)
+    for query, hits in zip(queries, batch, strict=True):
+        exact = x @ query
+        assert [h.id for h in hits] == [int(i) + 1 for i in np.argsort(-exact)[:5]]
+        assert [h.score for h in hits] == pytest.approx([float(exact[h.id - 1]) for h in hits],
+                                                        abs=1e-5)
+        assert [h.id for h in store.search_ids(query[None], top_k=5, params=deep)[0]] == [
+            h.id for h in hits]
+    kept = store.search_ids(queries, top_k=5, params=deep, filter_expr='label == "odd"',
+                            exclude_ids=[h.id for h in batch[0][:2]], min_score=0.0)
+    for hits in kept:
+        assert all(h.id % 2 == 0 and h.score > 0.0 for h in hits)  # odd rows have even ids
+    assert not {h.id for h in batch[0][:2]} & {h.id for h in kept[0]}

@@ -109,6 +109,20 @@ def test_ivf_pq_scores_are_exact_after_float_rerank(
                                                         abs=1e-5)
     raw = store.search_ids(query, top_k=10, params=SearchParams(rerank_factor=1))[0]
     assert [h.score for h in raw] != pytest.approx([float(exact[h.id - 1]) for h in raw], abs=1e-5)
+    # A batch: every query's candidates come back with their vectors in one search, and each
+    # query is re-scored with its own (as it would be alone); filter and exclusions hold.
+    queries = near_copies(x, PICKS[:4])
+    batch = store.search_ids(queries, top_k=10)
+    for q, hits in zip(queries, batch, strict=True):
+        assert [h.score for h in hits] == pytest.approx([float(x[h.id - 1] @ q) for h in hits],
+                                                        abs=1e-5)
+        assert [h.id for h in hits] == [h.id for h in store.search_ids(q[None], top_k=10)[0]]
+    assert [hits[0].id for hits in batch] == [int(i) + 1 for i in PICKS[:4]]
+    kept = store.search_ids(queries, top_k=10, filter_expr='ARRAY_CONTAINS(tags, "odd")',
+                            exclude_ids=[hits[0].id for hits in batch])
+    for hits, alone in zip(kept, batch, strict=True):
+        assert hits
+        assert all(h.id % 2 == 0 and h.id != alone[0].id for h in hits)  # odd rows: even ids
 
 
 @pytest.mark.parametrize("floats", [True, False], ids=["floats-in-codes", "floats-fetched"])
