@@ -134,7 +134,9 @@ def test_cli_ingest_applies_dba_and_dba_all_is_idempotent(
     exact = _embeddings(store, ids)
     np.testing.assert_allclose(exact, expected, atol=1e-5)
     assert cli.main(["dba", "--all"]) == cli.EXIT_OK
-    np.testing.assert_array_equal(_embeddings(store, ids), exact)
+    # The weights are Milvus's scores, whose last bit can change once the first run's upserts
+    # have moved the rows to other segments (seen: 3e-8 apart), so "nothing" is to float32 noise.
+    np.testing.assert_allclose(_embeddings(store, ids), exact, rtol=1e-5, atol=1e-7)
     assert cli.main(["dba"]) == cli.EXIT_OK
     monkeypatch.setenv("LOOKALIKE_RETRIEVAL__DBA_K", "0")
     assert cli.main(["ingest", str(demo_dir), "--collection", "plain", "--no-progress"]) == 0
