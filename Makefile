@@ -55,8 +55,11 @@ run: install ## build the demo collection (or IMAGES=/path), start the gRPC serv
 	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || exit $$rc
 	@export $(RUN_ENV); $(BIN)/lookalike serve & server=$$!; \
 	  trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT INT TERM; \
-	  for _ in $$(seq 1 120); do $(RUN_ENV) $(BIN)/lookalike health >/dev/null 2>&1 && break; \
+	  healthy=0; for _ in $$(seq 1 120); do \
+	    if $(RUN_ENV) $(BIN)/lookalike health >/dev/null 2>&1; then healthy=1; break; fi; \
 	    kill -0 $$server 2>/dev/null || exit 1; sleep 1; done; \
+	  if [ $$healthy = 0 ]; then echo "the server is not healthy after 120 s:"; \
+	    $(RUN_ENV) $(BIN)/lookalike health; exit 1; fi; \
 	  echo; echo "  gRPC API: $(GRPC_HOST):$(GRPC_PORT)"; \
 	  echo "  UI:       http://127.0.0.1:$(UI_PORT)"; echo; \
 	  export $(RUN_ENV); $(BIN)/lookalike ui --host 127.0.0.1 --port $(UI_PORT)
@@ -105,11 +108,12 @@ eval: install ## evaluate on every set in $(DATASETS) and write docs/QUALITY.md
 	$(BIN)/python -m bench.eval --datasets $(DATASETS) --out docs/QUALITY.md
 
 .PHONY: bench
-bench: install ## every benchmark: embed, search at 1M, ingest, API, routing, codes-floats (paste the output into docs/BENCHMARKS.md)
+bench: install ## every benchmark: embed, search at 1M, ingest, API, burst memory, routing, codes-floats (paste the output into docs/BENCHMARKS.md)
 	$(BIN)/lookalike bench embed --datasets $(DATASETS)
 	$(BIN)/python -m bench.run --datasets $(DATASETS)
 	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
 	$(BIN)/lookalike bench api --datasets $(DATASETS)
+	$(BIN)/lookalike bench burst
 	$(BIN)/lookalike bench search --datasets $(DATASETS)
 	$(BIN)/lookalike bench routing --datasets $(DATASETS)
 	$(BIN)/lookalike bench codes-floats

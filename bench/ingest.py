@@ -25,7 +25,7 @@ from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, image_key, thumb_key
 from lookalike.core.settings import Settings
 from lookalike.embedder.transforms import image_extension, thumbnail_jpeg
-from lookalike.ingestion.sources import SourceItem, folder_items
+from lookalike.ingestion.sources import Item, folder_items
 
 DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -42,15 +42,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(func=run)
 
 
-def _items(args: argparse.Namespace) -> list[SourceItem]:
-    items: list[SourceItem] = []
+def _items(args: argparse.Namespace) -> list[Item]:
+    items: list[Item] = []
     for name in args.sets:
         root = args.datasets / name / "images"
         items += list(folder_items(root if root.is_dir() else args.datasets / name))
     return items[: args.limit] if args.limit else items
 
 
-def _naive(settings: Settings, items: list[SourceItem]) -> float:
+def _naive(settings: Settings, items: list[Item]) -> float:
     """Images/s of read -> decode -> embed -> write, one image at a time."""
     embedder = embedder_from(settings)
     store = store_from(settings, embedder, "bench_naive")
@@ -76,7 +76,7 @@ def _naive(settings: Settings, items: list[SourceItem]) -> float:
 
 
 def measure(
-    settings: Settings, items: list[SourceItem], naive_count: int, repeats: int
+    settings: Settings, items: list[Item], naive_count: int, repeats: int
 ) -> dict[str, Any]:
     """The three rates on `items`, in one process, with one model; medians of `repeats` rounds.
 

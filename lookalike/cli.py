@@ -27,6 +27,8 @@ from lookalike.services.client import ClientError
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_SOME_FILES_FAILED = 3
+# `lookalike health`: no server answered (nothing listens, or it speaks the other transport).
+EXIT_UNREACHABLE = 2
 
 
 def _print_report(report: IngestReport, report_path: Path | None) -> None:
@@ -46,7 +48,7 @@ def _print_report(report: IngestReport, report_path: Path | None) -> None:
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     """Ingest a folder, s3://bucket/prefix, tar shard(s) or list file of paths/URLs."""
-    from lookalike.compose import collection_embedder_from, dba_from
+    from lookalike.compose import clean_interrupted_writes, collection_embedder_from, dba_from
     from lookalike.ingestion.dba import dba_for
     from lookalike.ingestion.demo import write_demo_images
     from lookalike.ingestion.metrics import IngestMetrics
@@ -56,6 +58,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     source = str(write_demo_images(settings.data_dir / "demo")) if args.demo else args.path
     # Stores first: one that cannot be reached fails the command before any work starts.
     blobs = blobs_from(settings)
+    if cleaned := clean_interrupted_writes(settings, blobs):
+        print(cleaned)
     items = open_source(source, settings.blobs, settings.ingest.fetch_timeout_s)
     embedder = collection_embedder_from(settings, blobs, args.collection)
     store = store_from(settings, embedder, args.collection)
@@ -370,11 +374,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     server_settings = settings.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
-    from lookalike.compose import collection_embedder_from, query_embedder_from, store_for_spec
+    from lookalike.compose import (
+        clean_interrupted_writes,
+        collection_embedder_from,
+        query_embedder_from,
+        store_for_spec,
+    )
     from lookalike.server_jobs import job_runners_from
     from lookalike.services.model_switch import ModelSwitch
 
     blobs = blobs_from(settings)
+    if cleaned := clean_interrupted_writes(settings, blobs):
+        print(cleaned, flush=True)
     # A remote EmbedService whitens as its own collection says; the spec check catches a mismatch.
     embedder = (query_embedder_from(settings) if settings.embed_service.address
                 else collection_embedder_from(settings, blobs))
@@ -430,15 +441,24 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0 when the server answers SERVING, 1 otherwise."""
+    """Exit 0 when the server answers SERVING, 1 when it answers anything else, 2 when none
+    answers (with why: connection refused, no answer, TLS on one side only)."""
     from lookalike.services.client import ClientConfig
+    from lookalike.services.reachability import HealthStatus
 
     config = ClientConfig.from_settings(settings.client)
     address = args.address or config.address
     with replace(config, address=address, timeout_s=args.timeout).connect() as client:
-        serving = client.healthy()
-    print(f"{address}: {'SERVING' if serving else 'NOT SERVING'}")
-    return EXIT_OK if serving else EXIT_ERROR
+        check = client.health()
+    match check.status:
+        case HealthStatus.SERVING:
+            print(f"{address}: SERVING")
+            return EXIT_OK
+        case HealthStatus.NOT_SERVING:
+            print(f"{address}: NOT_SERVING" + (f" ({check.detail})" if check.detail else ""))
+            return EXIT_ERROR
+    print(f"error: cannot reach {address}: {check.detail}", file=sys.stderr)
+    return EXIT_UNREACHABLE
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -446,7 +466,8 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     descriptors, or (--e2e) the whole ingest and gRPC search path."""
     from lookalike.evaluation.datasets import load_dataset
 
-    dataset = load_dataset(Path(args.dataset))
+    # The user's own files: a dataset made of links to photos elsewhere is fine here.
+    dataset = load_dataset(Path(args.dataset), confine=False)
     if args.e2e:
         return _eval_end_to_end(settings, args, dataset)
     from lookalike.evaluation.configs import ablation, preset
@@ -502,6 +523,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lookalike.embedder.training import EpochLog, TrainConfig
+    from lookalike.training.data import labelled_images
     from lookalike.training.run import TrainOptions, compare_on_heldout, train_model
 
     options = TrainOptions(
@@ -511,9 +533,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, backbone=args.backbone or "",
         weights=Path(args.weights) if args.weights else None, protocol=args.protocol,
     )
-    dataset_dir = Path(args.dataset)
+    # The user's own files: links may lead anywhere (a server's training jobs are confined).
+    dataset = labelled_images(Path(args.dataset), confine=False)
     out_dir = Path(args.out) if args.out else (
-        settings.data_dir / "training" / f"{dataset_dir.resolve().name}-{args.loss}-"
+        settings.data_dir / "training" / f"{dataset.root.name}-{args.loss}-"
         f"{time.strftime('%Y%m%d-%H%M%S')}")
     bar = tqdm(total=args.epochs, unit="epoch", desc="training", disable=args.no_progress,
                dynamic_ncols=True, file=sys.stderr)
@@ -524,12 +547,12 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         bar.set_postfix(loss=f"{log.train_loss:.4f}", val_map=f"{log.val_map:.4f}")
 
     try:
-        outcome = train_model(settings, dataset_dir, options, out_dir=out_dir, on_epoch=on_epoch)
+        outcome = train_model(settings, dataset, options, out_dir=out_dir, on_epoch=on_epoch)
     finally:
         bar.close()
     report: dict[str, Any] = {"out_dir": str(outcome.out_dir), **outcome.metrics}
     if args.protocol == "half":
-        report = compare_on_heldout(settings, dataset_dir, options, outcome)
+        report = compare_on_heldout(settings, dataset, options, outcome)
     if args.register:
         from lookalike.core.model_registry import ModelRegistry
 
@@ -581,7 +604,8 @@ def _register_benchmarks(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 # Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
-BENCHMARKS: tuple[str, ...] = ("embed", "ingest", "api", "search", "routing", "codes_floats")
+BENCHMARKS: tuple[str, ...] = ("embed", "ingest", "api", "burst", "search", "routing",
+                               "codes_floats")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -799,7 +823,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ClientError as exc:
-        hint = " (is `lookalike serve` running there?)" if exc.unreachable else ""
+        hint = ""
+        if exc.unreachable:
+            from lookalike.services.reachability import HealthStatus, diagnose_unreachable
+
+            why = diagnose_unreachable(exc.address, exc.tls, exc.message)
+            hint = (f" ({why.detail})" if why.status is HealthStatus.TRANSPORT_MISMATCH
+                    else " (is `lookalike serve` running there?)")
         print(f"error: {exc.code.name.lower()}: {exc.message}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:

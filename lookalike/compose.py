@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lookalike.core.blob_store import BlobStore, open_blob_store
-from lookalike.core.errors import ConfigError
+from lookalike.core.errors import ConfigError, StoreUnavailable
 from lookalike.core.settings import MilvusSettings, RetrievalSettings, Settings
 from lookalike.core.vector_store import (
     DbaParams,
@@ -43,6 +43,22 @@ def model_batch_size(settings: Settings) -> int:
 def blobs_from(settings: Settings) -> BlobStore:
     """The blob store the settings describe."""
     return open_blob_store(settings.blob_url, settings.blobs)
+
+
+def clean_interrupted_writes(settings: Settings, blobs: BlobStore) -> str | None:
+    """Remove what interrupted writes left in `blobs` (temp files, incomplete multipart
+    uploads): a line saying how many, or why they could not be; None when there were none.
+
+    A store that cannot be cleaned now keeps its leftovers until the next start, and the caller
+    goes on: what it came to do fails on its own if the store is really down.
+    """
+    try:
+        removed = blobs.clean_interrupted(settings.blobs.abandoned_after_s)
+    except StoreUnavailable as exc:
+        return f"warning: leftovers of interrupted blob writes were not removed: {exc}"
+    if not removed:
+        return None
+    return f"removed {removed} leftover{'s' if removed > 1 else ''} of interrupted blob writes"
 
 
 def store_from(settings: Settings, embedder: Embedder, collection: str | None = None) -> MilvusVectorStore:

@@ -11,7 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lookalike.compose import dba_from, local_features_from, model_batch_size, pipeline_from
+from lookalike.compose import (
+    clean_interrupted_writes,
+    dba_from,
+    local_features_from,
+    model_batch_size,
+    pipeline_from,
+)
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError, InvalidArgument, LookalikeError, ModelSpecMismatch
 from lookalike.core.model_registry import ModelRegistry, ModelVersion
@@ -132,6 +138,8 @@ def _ingest_starter(
             raise InvalidArgument(str(exc)) from exc
 
         def work(job: JobContext) -> None:
+            # What killed ingests (jobs or CLI runs) of this store left behind goes first.
+            cleaned = clean_interrupted_writes(settings, blobs)
             job.report("listing the source")
             total, listed = count_when_cheap(source, items)
             job.progress(0, total)
@@ -157,6 +165,8 @@ def _ingest_starter(
             message = _ingest_message(report)
             if outcome.dba is not None and report.added:
                 message += f"; DBA recomputed {outcome.dba_updated} embeddings"
+            if cleaned:
+                message += f"; {cleaned}"
             job.report(message, ingest_summary(report))
 
         return work
@@ -173,7 +183,7 @@ def _eval_row(result: ConfigResult) -> EvalRow:
 def _eval_starter(settings: Settings) -> Callable[[str, Sequence[str], bool], JobWork]:
     def start(folder: str, names: Sequence[str], with_ablation: bool) -> JobWork:
         try:
-            dataset = load_dataset(Path(folder))
+            dataset = load_dataset(Path(folder), confine=True)
             configs = (ablation(dataset.kind) if with_ablation
                        else [preset(name, dataset.kind) for name in (names or ["baseline"])])
         except ConfigError as exc:
@@ -230,7 +240,7 @@ def min_images_per_class(options: TrainOptions) -> int:
 def _training_set(folder: str, options: TrainOptions) -> LabelledImages:
     """The labelled images training would read; InvalidArgument when they cannot train."""
     try:
-        dataset = labelled_images(Path(folder))
+        dataset = labelled_images(Path(folder), confine=True)
     except ConfigError as exc:
         raise InvalidArgument(str(exc)) from exc
     if len(dataset.classes) < 2:
@@ -295,7 +305,6 @@ def _train_starter(
                                         and backbone == settings.model.backbone else None),
                                protocol="half")
         dataset = _training_set(params.folder, options)
-        folder = Path(params.folder)
 
         def work(job: JobContext) -> None:
             started = time.monotonic()
@@ -317,7 +326,7 @@ def _train_starter(
             cache = settings.cache_dir
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="train-", dir=cache) as out:
-                outcome = train_model(settings, folder, options, out_dir=Path(out),
+                outcome = train_model(settings, dataset, options, out_dir=Path(out),
                                       on_epoch=on_epoch, cancelled=lambda: job.cancelled)
                 job.raise_if_cancelled()
                 ran = int(outcome.metrics.get("epochs_run", len(summary.epochs)))
@@ -326,7 +335,7 @@ def _train_starter(
                 job.progress(ran, ran if summary.stopped_early else options.train.epochs,
                              "comparing with the pretrained model on the held-out half")
                 job.report(summary=summary)
-                report = compare_on_heldout(settings, folder, options, outcome)
+                report = compare_on_heldout(settings, dataset, options, outcome)
                 job.raise_if_cancelled()
                 summary = _compared(summary, report)
                 job.report("registering the trained model", summary)

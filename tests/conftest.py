@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import io
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,16 +88,112 @@ def client(tmp_path: Path) -> Iterator[Any]:
         milvus.close()
 
 
-@dataclass(frozen=True)
-class MilvusServer:
-    """A real Milvus standalone server (the PyPI `milvus` package) on 127.0.0.1."""
+def _reusable_port(port: int) -> socket.socket | None:
+    """A listening socket on 127.0.0.1:`port` bound with SO_REUSEADDR; None when it is taken.
 
-    uri: str
-    pid: int
+    The `milvus` package probes its ports without SO_REUSEADDR, so after a stop the ports whose
+    closed connections linger in TIME_WAIT (a minute) look taken, and a restart moves to others:
+    clients of the old URI never find it again, and its components wait for the stale sessions
+    of their old addresses to expire (54 s instead of 8 s to start, seen on 2.3.5). Milvus binds
+    with SO_REUSEADDR itself, so those ports are free to it; a port something listens on is not.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+class MilvusServer:
+    """A real Milvus standalone server (the PyPI `milvus` package) on 127.0.0.1.
+
+    A fault test may `stop` it and `start` it again, on the same port with the same data; it
+    does so through the `stoppable_milvus` fixture, which leaves the server running and serving
+    however the test ended.
+    """
+
+    def __init__(self, standalone: Any) -> None:
+        self._standalone = standalone
+        self._port: int | None = None
+
+    @property
+    def uri(self) -> str:
+        """Where clients reach it (the same across restarts)."""
+        if self._port is None:
+            raise AssertionError("the Milvus server was never started")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def pid(self) -> int:
+        """Its process's id (a new one after each start)."""
+        return int(self._standalone.server_proc.pid)
+
+    @property
+    def running(self) -> bool:
+        """Whether its process runs (after a restart it may not serve reads yet)."""
+        return bool(self._standalone.running)
 
     def settings(self, **overrides: Any) -> MilvusSettings:
         """Milvus settings pointing at this server."""
         return MilvusSettings(uri=self.uri, **overrides)
+
+    def start(self) -> None:
+        """Start its process; returns once the proxy answers /healthz. After a restart, reads
+        are refused or hang for a while longer: see `wait_serving`."""
+        standalone = self._standalone
+        with warnings.catch_warnings():
+            # The package probes free ports with sockets it leaves to the garbage collector.
+            warnings.simplefilter("ignore", ResourceWarning)
+            standalone.start()
+            gc.collect()
+        if standalone.server_proc.poll() is not None:
+            raise AssertionError(
+                f"Milvus exited at start (code {standalone.server_proc.returncode}); see the "
+                f"logs under {standalone.config.base_data_dir}"
+            )
+        port = int(standalone.listen_port)
+        if self._port is None:
+            self._port = port
+        elif port != self._port:
+            standalone.stop()
+            raise AssertionError(f"Milvus restarted on port {port} instead of {self._port}")
+
+    def stop(self) -> None:
+        """Stop its process the way the package does: SIGTERM, then SIGKILL after 1 s. Milvus
+        2.3.5 takes longer than that to shut down, so it is killed, much as by a crash."""
+        self._standalone.stop()
+        # From now on: the next start takes the same ports again (see `_reusable_port`).
+        self._standalone.config.try_bind_port = _reusable_port
+
+    def wait_serving(self, timeout_s: float = 120.0) -> float:
+        """Seconds until a new collection takes a row and a Strong query counts it."""
+        started = time.monotonic()
+        client = connect_milvus(self.uri, self.settings(timeout_s=5))
+        probe = f"probe_{uuid.uuid4().hex[:8]}"
+        try:
+            while True:
+                try:
+                    if not client.has_collection(probe, timeout=5):
+                        client.create_collection(probe, dimension=2, timeout=30)
+                    client.upsert(probe, [{"id": 1, "vector": [1.0, 0.0]}], timeout=5)
+                    rows = client.query(probe, filter="", output_fields=["count(*)"],
+                                        consistency_level="Strong", timeout=5)
+                    if rows[0]["count(*)"] == 1:
+                        return time.monotonic() - started
+                except Exception as exc:
+                    if time.monotonic() - started > timeout_s:
+                        raise AssertionError(
+                            f"Milvus does not serve {timeout_s:.0f} s after its start: {exc}"
+                        ) from exc
+                time.sleep(0.5)
+        finally:
+            with contextlib.suppress(Exception):
+                client.drop_collection(probe, timeout=10)
+            client.close()
 
 
 @pytest.fixture(scope="session")
@@ -110,23 +208,26 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusSe
     # a second test session (or `bench search`) waits here for the first to finish.
     with open(MILVUS_SERVER_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        server = Standalone(wait_for_started=True)
-        server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-        with warnings.catch_warnings():
-            # The package probes free ports with sockets it leaves to the garbage collector.
-            warnings.simplefilter("ignore", ResourceWarning)
-            server.start()
-            gc.collect()
-        if server.server_proc.poll() is not None:
-            raise AssertionError(
-                f"Milvus exited at start (code {server.server_proc.returncode}); see the logs "
-                f"under {server.config.base_data_dir}"
-            )
+        standalone = Standalone(wait_for_started=True)
+        standalone.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+        server = MilvusServer(standalone)
         try:
-            yield MilvusServer(uri=f"http://127.0.0.1:{server.listen_port}",
-                               pid=server.server_proc.pid)
+            server.start()
+            yield server
         finally:
-            server.stop()
+            standalone.stop()
+
+
+@pytest.fixture
+def stoppable_milvus(milvus_server: MilvusServer, server_client: Any) -> Iterator[MilvusServer]:
+    """The session's Milvus server for a test that stops it: after the test, however it ended,
+    it runs and serves again (before `server_client` drops the test's collections)."""
+    try:
+        yield milvus_server
+    finally:
+        if not milvus_server.running:
+            milvus_server.start()
+        milvus_server.wait_serving()
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
+import socket
 import tempfile
-from collections.abc import Callable
-from datetime import timedelta
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -46,6 +50,75 @@ class BlobStore(Protocol):
         """Raise StoreUnavailable when the store cannot be reached."""
         ...
 
+    def clean_interrupted(self, abandoned_after_s: float) -> int:
+        """Remove what writes interrupted by a crash or a kill left behind; how many.
+
+        A write still running is left alone unless it has run for over `abandoned_after_s`.
+        Raises StoreUnavailable when the store cannot be listed or cleaned.
+        """
+        ...
+
+
+# Every temporary file of a local write is named `.tmp-<host>-<machine>-<pid>-<random>`: who
+# wrote it, so cleaning can tell a live writer's file from a killed one's.
+TEMP_PREFIX = ".tmp-"
+
+
+@functools.cache
+def _machine_tag() -> str:
+    """This host, boot and PID namespace, hashed: the PIDs of temp names it shares can be checked.
+
+    A hostname alone is not enough: containers sharing the host's name (host networking) or
+    two machines both called `localhost` see different processes under the same PIDs.
+    """
+    identity = [socket.gethostname()]
+    try:
+        identity.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        identity.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:  # no /proc (macOS): the hostname is all there is
+        pass
+    return hashlib.sha256("\0".join(identity).encode()).hexdigest()[:12]
+
+
+def _temp_prefix() -> str:
+    """The name prefix of this process's temporary files (mkstemp adds a random part without '-')."""
+    host = "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname())
+    return f"{TEMP_PREFIX}{host}-{_machine_tag()}-{os.getpid()}-"
+
+
+def _is_alive(pid: int) -> bool:
+    """Whether a process with this PID runs (in this PID namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _abandoned(name: str, mtime: float, now: float, abandoned_after_s: float) -> bool:
+    """Whether the temporary file `name` was left by a writer that will not finish it: one of
+    this machine's processes that has exited, or anyone's once older than `abandoned_after_s`."""
+    if now - mtime > abandoned_after_s:
+        return True
+    fields = name[len(TEMP_PREFIX):].rsplit("-", 3)
+    if len(fields) != 4 or fields[1] != _machine_tag() or not fields[2].isdigit():
+        # Another machine's (or a name without a writer): only its age tells.
+        return False
+    return not _is_alive(int(fields[2]))
+
+
+def _temp_files(root: Path) -> Iterator[os.DirEntry[str]]:
+    """The temporary files under `root`, found by name alone (no stat of the blobs)."""
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                if entry.is_file(follow_symlinks=False):
+                    yield entry
+            elif entry.is_dir(follow_symlinks=False):
+                yield from _temp_files(Path(entry.path))
+
 
 def write_file(path: Path, data: bytes) -> None:
     """Write `path` atomically: a crash never leaves a half-written file under its name."""
@@ -55,7 +128,7 @@ def write_file(path: Path, data: bytes) -> None:
 def _place(path: Path, data: bytes, move: Callable[[str, Path], None]) -> None:
     """Write `data` to a temporary file beside `path`, then `move` it there (replace or link)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -68,6 +141,9 @@ def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise InvalidArgument(f"invalid blob key {key!r}")
+    if parts[-1].startswith(TEMP_PREFIX):
+        # Cleaning takes such names for leftovers of interrupted writes.
+        raise InvalidArgument(f"invalid blob key {key!r}: names starting {TEMP_PREFIX!r} are reserved")
     return key
 
 
@@ -110,6 +186,21 @@ class LocalBlobStore:
     def ping(self) -> None:
         if not self.root.is_dir():
             raise StoreUnavailable(f"blob directory {self.root} does not exist")
+
+    def clean_interrupted(self, abandoned_after_s: float) -> int:
+        removed = 0
+        now = time.time()
+        try:
+            for entry in _temp_files(self.root):
+                try:
+                    if _abandoned(entry.name, entry.stat().st_mtime, now, abandoned_after_s):
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:  # its writer finished, or another cleaner was first
+                    pass
+        except OSError as exc:
+            raise StoreUnavailable(f"cleaning {self.root} failed: {exc}") from exc
+        return removed
 
 
 def s3_transport_errors() -> tuple[type[Exception], ...]:
@@ -223,6 +314,45 @@ class S3BlobStore:
 
     def ping(self) -> None:
         self._ensure_bucket()
+
+    def clean_interrupted(self, abandoned_after_s: float) -> int:
+        # A put over the SDK's part size (5 MiB) is a multipart upload; a killed writer leaves it
+        # incomplete, its parts stored (and billed) but invisible. S3 names no owner, so age
+        # decides: one blob's upload never lasts `abandoned_after_s`.
+        cutoff = datetime.now(UTC) - timedelta(seconds=abandoned_after_s)
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        seen: set[str] = set()
+        removed = 0
+        try:
+            while True:
+                # Each round lists from the start: aborted uploads have left the listing and
+                # kept ones are skipped, so it pages on without markers (SeaweedFS lists in
+                # upload-id order, and its key markers skip uploads). Only a first page of 1000
+                # running uploads would end it early. minio 7.2.20 has no public call for these.
+                page = self._client._list_multipart_uploads(self.bucket, prefix=prefix)
+                fresh = [u for u in page.uploads if u.upload_id not in seen]
+                for upload in fresh:
+                    seen.add(upload.upload_id)
+                    if upload.initiated_time is not None and upload.initiated_time <= cutoff:
+                        removed += self._abort(upload.object_name, upload.upload_id)
+                if not page.is_truncated or not fresh:
+                    return removed
+        except s3_transport_errors() as exc:
+            raise StoreUnavailable(
+                f"cleaning interrupted uploads in bucket {self.bucket!r} failed: {exc}"
+            ) from exc
+
+    def _abort(self, object_name: str, upload_id: str) -> int:
+        """Abort one multipart upload: 1, or 0 when it was completed or aborted meanwhile."""
+        from minio.error import S3Error
+
+        try:
+            self._client._abort_multipart_upload(self.bucket, object_name, upload_id)
+        except S3Error as exc:
+            if exc.code == "NoSuchUpload":
+                return 0
+            raise
+        return 1
 
 
 def open_blob_store(url: str, settings: BlobSettings) -> BlobStore:

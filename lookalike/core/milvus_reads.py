@@ -5,6 +5,11 @@ refused for a moment with "failed to get delegator ... for channel" or "channel 
 (seen on Milvus 2.3 while a re-index built and loaded a second collection beside the served
 one). Searches must keep answering through that, so reads are tried again a few times with a
 short backoff; every other error, and every write, surfaces at once.
+
+Every read and write is also bounded by the settings' timeout (MilvusClient's own `timeout`
+bounds only connecting): a server that has just restarted answers its health endpoint some
+25 s before it serves reads again (Milvus 2.3.5), and calls made meanwhile would hang until it
+does instead of failing, to be retried or answered UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 
 # Reads: they change nothing, so trying one again is always safe.
 READ_METHODS = frozenset({"search", "query", "get"})
+# The data path: each call gives up after the timeout, unless its caller names another.
+BOUNDED_METHODS = READ_METHODS | {"insert", "upsert", "delete"}
 TRANSIENT_MARKERS = (
     "failed to get delegator", "channel not available", "no available shard delegator",
     "shard leader", "not found in current target",
@@ -45,15 +52,30 @@ def retrying(call: Callable[..., Any], sleep: Callable[[float], None] = time.sle
     return wrapped
 
 
-class RetryingReads:
-    """A MilvusClient whose reads ride out transient refusals; everything else passes through."""
+def bounded(call: Callable[..., Any], timeout_s: float) -> Callable[..., Any]:
+    """`call`, given `timeout_s` as its timeout unless the caller names one."""
 
-    def __init__(self, client: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", timeout_s)
+        return call(*args, **kwargs)
+
+    return wrapped
+
+
+class RetryingReads:
+    """A MilvusClient whose reads ride out transient refusals and whose reads and writes give up
+    after `timeout_s` (None: never); everything else passes through."""
+
+    def __init__(self, client: Any, sleep: Callable[[float], None] = time.sleep,
+                 timeout_s: float | None = None) -> None:
         self._inner = client
         self._sleep = sleep
+        self._timeout_s = timeout_s
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
+        if name in BOUNDED_METHODS and self._timeout_s is not None:
+            attribute = bounded(attribute, self._timeout_s)
         if name in READ_METHODS:
             return retrying(attribute, self._sleep)
         return attribute

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IndexType = Literal["HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"]
@@ -71,7 +71,11 @@ class MilvusSettings(_Section):
         "other writer (a server's time tick, ~200 ms per search). Reads that decide writes are "
         "always Strong.",
     )
-    timeout_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(
+        30.0, gt=0, description="Connecting, and each search, query, get, insert, upsert and "
+        "delete, give up after this long (StoreUnavailable: UNAVAILABLE to API clients, retried "
+        "by ingests).",
+    )
 
 
 class BlobSettings(_Section):
@@ -84,6 +88,13 @@ class BlobSettings(_Section):
     secure: bool = False
     region: str | None = None
     presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    abandoned_after_s: float = Field(
+        3600, gt=0,
+        description="Every ingest and server start removes what interrupted blob writes left: "
+        "local temp files (.tmp-*) of this machine's exited processes, and any older than this; "
+        "S3 incomplete multipart uploads under the prefix older than this. Keep it above the "
+        "longest single blob write.",
+    )
 
 
 class ModelSettings(_Section):
@@ -155,6 +166,12 @@ class ServerSettings(_Section):
         256, ge=1, description="Calls in progress or waiting for a thread; more: RESOURCE_EXHAUSTED."
     )
     max_message_mb: int = Field(32, ge=1, le=1024)
+    inflight_budget_mb: int = Field(
+        256, ge=1, le=65536,
+        description="Request bytes the server holds at once over all calls in progress; a call "
+        "that does not fit is RESOURCE_EXHAUSTED before it is parsed. Bounds memory under bursts "
+        "of large uploads; at least max_message_mb.",
+    )
     max_top_k: int = Field(16384, ge=1, le=16384)
     batching: bool = Field(True, description="Coalesce concurrent embeddings into model batches.")
     batch_max_size: int = Field(32, ge=1, le=1024, description="Images per model batch at most.")
@@ -178,6 +195,14 @@ class ServerSettings(_Section):
         "evaluation jobs started from the API or the UI); a source must resolve to inside one. "
         "Empty: JobService refuses jobs (FAILED_PRECONDITION naming LOOKALIKE_SERVER__JOB_ROOTS).",
     )
+
+    @model_validator(mode="after")
+    def _budget_takes_a_whole_message(self) -> ServerSettings:
+        if self.inflight_budget_mb < self.max_message_mb:
+            raise ValueError(f"server.inflight_budget_mb ({self.inflight_budget_mb}) must be at "
+                             f"least server.max_message_mb ({self.max_message_mb}): a request of "
+                             "the largest size must fit")
+        return self
 
 
 class ClientSettings(_Section):

@@ -432,12 +432,33 @@ def first_of_each(ids: Sequence[int], vectors: NDArray[np.float32]) -> tuple[
     return list(seen), vectors[list(seen.values())]
 
 
+# Refusals that are never the filter's fault: pymilvus could not reach the server, or the
+# server has not loaded the collection yet (it reloads what it served after a restart).
+_UNAVAILABLE_MARKERS = ("fail connecting to server", "collection not loaded")
+
+
 def _refused(message: str, filter_expr: str, what: str) -> InvalidFilter | StoreUnavailable:
-    """The typed error for a Milvus refusal: the filter's fault when there is one, else the
-    store's."""
-    if filter_expr.strip():
+    """The typed error for a Milvus refusal: the filter's fault when there is one (unless the
+    store could not answer at all), else the store's."""
+    if filter_expr.strip() and not any(m in message.lower() for m in _UNAVAILABLE_MARKERS):
         return InvalidFilter(f"filter {filter_expr!r} was refused: {message}")
     return StoreUnavailable(f"{what} failed: {message}")
+
+
+class _WithoutRpcErrorTracebacks(logging.Filter):
+    """Drops pymilvus's ERROR record (message and full traceback) for each failed call.
+
+    The stores turn a failed Milvus call into a typed error, which the CLI prints in one line
+    and the server logs once per request with its status and message (an exception that is not
+    mapped still reaches their handlers, traceback and all); pymilvus's record would print the
+    same failure again, as a traceback, before either. Its retry warnings still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+_RPC_ERROR_FILTER = _WithoutRpcErrorTracebacks()
 
 
 def connect_milvus(uri: str, settings: MilvusSettings) -> Any:
@@ -450,6 +471,8 @@ def connect_milvus(uri: str, settings: MilvusSettings) -> Any:
     # Milvus Lite (and a 2.3 server) return no MVCC timestamp, so every query_iterator would log a
     # warning that it falls back to client-side ones: expected, and noise on the console.
     logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+    # Adding the same filter object again is a no-op.
+    logging.getLogger("pymilvus.decorators").addFilter(_RPC_ERROR_FILTER)
     try:
         return MilvusClient(
             uri=uri, token=settings.token.get_secret_value(), timeout=settings.timeout_s
@@ -469,7 +492,8 @@ class MilvusVectorStore:
     def __init__(self, client: Any, name: str, settings: MilvusSettings) -> None:
         # Searches keep answering while a server hands a shard over (a re-index loading the new
         # collection beside the served one): reads ride out those refusals.
-        self._client = client if isinstance(client, RetryingReads) else RetryingReads(client)
+        self._client = (client if isinstance(client, RetryingReads)
+                        else RetryingReads(client, timeout_s=settings.timeout_s))
         self.name = name
         self._settings = settings
         self._encoder: CodeEncoder | None = None
@@ -872,7 +896,7 @@ class MilvusVectorStore:
                 self.name, filter=filter_expr, output_fields=["id"], limit=limit
             )
         except MilvusException as exc:
-            raise InvalidFilter(f"filter {filter_expr!r} was refused: {exc.message}") from exc
+            raise _refused(exc.message, filter_expr, f"query in {self.name!r}") from exc
         except Exception as exc:
             raise StoreUnavailable(f"query in {self.name!r} failed: {exc}") from exc
         return [int(row["id"]) for row in rows]
@@ -1184,7 +1208,12 @@ class MilvusVectorStore:
             ) from exc
 
     def ping(self) -> None:
-        self._call("list_collections")
+        # A search of the served collection, not a listing: a restarted Milvus lists its
+        # collections some 25 s before it searches them again, and answers queries before
+        # searches (2.3.5); health must not say SERVING while searches still fail.
+        probe = np.zeros((1, self._dim_of(self.name)), dtype=np.float32)
+        probe[0, 0] = 1.0
+        self.search_ids(probe, 1, params=SearchParams(mode="ann"))
 
     def live_collection(self) -> str:
         """The physical collection this store reads and writes now: the alias's target."""

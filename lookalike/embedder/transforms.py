@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,14 +52,7 @@ def decode(data: bytes, max_pixels: int, draft_px: int = 0) -> Decoded:
     with warnings.catch_warnings():
         # Our own pixel limit replaces Pillow's decompression-bomb heuristics.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(str(exc)) from exc
-        except UnidentifiedImageError:
-            raise ImageDecodeError("not a recognised image format") from None
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read image: {exc}") from exc
+        image = _open(data, max_pixels)
         width, height = image.size
         if width * height > max_pixels:
             raise ImageTooLarge(
@@ -69,12 +64,62 @@ def decode(data: bytes, max_pixels: int, draft_px: int = 0) -> Decoded:
             image.seek(0)
             image.load()
         except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(str(exc)) from exc
+            raise ImageTooLarge(_refused_by_pillow(exc, max_pixels)) from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageDecodeError(f"corrupt or truncated {image.format} image: {exc}") from exc
         if image.getexif().get(0x0112) in _SWAPPING_ORIENTATIONS:
             width, height = height, width
     return Decoded(to_rgb(ImageOps.exif_transpose(image)), width, height)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """`data` opened (its header read, no pixels decoded).
+
+    Image.open refuses an image over twice Pillow's MAX_IMAGE_PIXELS before the caller sees its
+    size; its format's plugin then reads the header without that check, so the caller can name
+    the size and hold it to `max_pixels` instead.
+    """
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        image = _open_past_pillow_limit(data)
+        if image is None:
+            raise ImageTooLarge(_refused_by_pillow(exc, max_pixels)) from exc
+        return image
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read image: {exc}") from exc
+
+
+def _open_past_pillow_limit(data: bytes) -> Image.Image | None:
+    """`data` opened by the first Pillow plugin that accepts its header, without Image.open's
+    decompression-bomb check; None when none does (some plugins check the size themselves)."""
+    Image.init()
+    prefix = data[:16]
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = accept(prefix) if accept is not None else True
+        if not accepted or isinstance(accepted, str):
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, ValueError, OSError, struct.error,
+                Image.DecompressionBombError):
+            continue
+    return None
+
+
+def _refused_by_pillow(exc: Image.DecompressionBombError, max_pixels: int) -> str:
+    """Why Pillow refused an image whose width and height are not known here, in terms of the
+    configured `max_pixels` (Pillow's message names only its own limit)."""
+    counted = re.search(r"\((\d+) pixels\)", str(exc))
+    if counted is None:
+        return f"the image is over the limit of {max_pixels:,} pixels"
+    pixels = int(counted[1])
+    if pixels > max_pixels:
+        return f"{pixels:,} pixels is over the limit of {max_pixels:,}"
+    return f"{pixels:,} pixels is within the limit of {max_pixels:,} but over Pillow's ({exc})"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -145,8 +190,17 @@ _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
 
 
 def image_extension(data: bytes) -> str:
-    """File extension for the image format of `data`, read from its header."""
-    with Image.open(io.BytesIO(data)) as probe:
+    """File extension for the image format of `data`, read from its header (whatever its size:
+    decode() has held it to the configured pixel limit, which may be above Pillow's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            probe: Image.Image | None = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            probe = _open_past_pillow_limit(data)
+    if probe is None:
+        return "bin"
+    with probe:
         fmt = str(probe.format or "bin")
     return _FORMAT_EXTENSIONS.get(fmt, fmt.lower())
 

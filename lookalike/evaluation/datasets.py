@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from lookalike.core.errors import ConfigError
+from lookalike.core.paths import PathRefused, relative_name, shown, within_dataset
 from lookalike.ingestion.sources import IMAGE_SUFFIXES, SourceItem
 
 
@@ -43,23 +44,53 @@ class EvalDataset:
 def _read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
-def _class_dataset(root: Path) -> EvalDataset:
+def _resolved(root: Path, path: Path, what: str, confine: bool) -> Path:
+    """`path` resolved; with `confine`, refused when a link leads it outside `root`."""
+    return within_dataset(root, path, what) if confine else path.resolve()
+
+
+def _member(root: Path, folder: Path, name: object, manifest: str, confine: bool) -> Path:
+    """The image file a manifest entry names: a relative name without `..` under `folder`,
+    resolved (see `_resolved`)."""
+    what = f"{manifest}: entry"
+    relative = relative_name(name, what)
+    if relative.suffix.lower() not in IMAGE_SUFFIXES:
+        raise PathRefused(f"{what} {shown(str(name))} is not an image file name "
+                          f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return _resolved(root, folder / relative, f"{what} {shown(str(name))}", confine)
+
+
+def _item(path: Path, label: str) -> SourceItem:
+    return SourceItem(source=str(path), label=label, path=path)
+
+
+def _missing(paths: list[Path], root: Path, manifest: str) -> None:
+    """ConfigError when a listed file is not there (every path lies inside `root`, or was named
+    by the CLI's own user: saying so reveals nothing the caller may not know)."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = missing[0].relative_to(root) if missing[0].is_relative_to(root) else missing[0]
+        raise ConfigError(f"{len(missing)} files listed in {manifest} are missing, e.g. {shown}")
+
+
+def _class_dataset(root: Path, confine: bool) -> EvalDataset:
     labels = _read_json(root / "labels.json")
     if not isinstance(labels, dict):
         raise ConfigError(f"{root / 'labels.json'} must map class -> list of files")
     database: list[SourceItem] = []
     members: dict[str, frozenset[str]] = {}
     for cls, files in sorted(labels.items()):
-        paths = [root / "images" / cls / f for f in sorted(files)]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise ConfigError(f"{len(missing)} files listed in labels.json are missing, e.g. {missing[0]}")
-        database += [SourceItem(source=str(p.absolute()), label=cls, path=p) for p in paths]
-        members[cls] = frozenset(str(p.absolute()) for p in paths)
+        if not isinstance(files, list):
+            raise ConfigError(f"labels.json: class {cls!r} must list its files")
+        folder = root / "images" / relative_name(cls, "labels.json: class")
+        paths = [_member(root, folder, f, "labels.json", confine) for f in sorted(files, key=str)]
+        _missing(paths, root, "labels.json")
+        database += [_item(p, cls) for p in paths]
+        members[cls] = frozenset(str(p) for p in paths)
     queries = [
         EvalQuery(path=item.path, in_database=True,
                   relevant=members[item.label] - {item.source})
@@ -68,48 +99,56 @@ def _class_dataset(root: Path) -> EvalDataset:
     return EvalDataset(root.name, "class", database, queries)
 
 
-def _instance_dataset(root: Path) -> EvalDataset:
+def _instance_dataset(root: Path, confine: bool) -> EvalDataset:
     truth = _read_json(root / "groundtruth.json")
-    if not isinstance(truth, dict):
-        raise ConfigError(f"{root / 'groundtruth.json'} must map query file -> relevant files")
+    if not isinstance(truth, dict) or not all(
+            isinstance(files, list) and all(isinstance(f, str) for f in files)
+            for files in truth.values()):
+        raise ConfigError(f"{root / 'groundtruth.json'} must map query file -> list of relevant "
+                          "file names")
     images = root / "images"
-    names = sorted({str(f) for files in truth.values() for f in files})
-    database = [
-        SourceItem(source=str((images / n).absolute()), label="", path=images / n) for n in names
-    ]
-    in_db = set(names)
+
+    def path_of(name: object) -> Path:
+        return _member(root, images, name, "groundtruth.json", confine)
+
+    names = sorted({f for files in truth.values() for f in files})
+    database = [_item(path_of(n), "") for n in names]
+    in_database = set(names)
     queries = [
-        EvalQuery(path=images / q, in_database=q in in_db,
-                  relevant=frozenset(str((images / r).absolute()) for r in rel))
+        EvalQuery(path=path_of(q), in_database=q in in_database,
+                  relevant=frozenset(str(path_of(r)) for r in rel))
         for q, rel in sorted(truth.items())
     ]
+    _missing([item.path for item in database] + [q.path for q in queries], root,
+             "groundtruth.json")
     return EvalDataset(root.name, "instance", database, queries)
 
 
-def _class_images(folder: Path, root: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted; hidden files and links leading outside `root`
-    are left out."""
-    return [
-        path for path in sorted(folder.iterdir())
-        if not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file() and path.resolve().is_relative_to(root)
-    ]
+def _class_images(folder: Path, root: Path, confine: bool) -> list[Path]:
+    """Image files directly in `folder`, resolved and sorted; hidden files are left out, and
+    with `confine` a link leading outside `root` is refused."""
+    paths = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        resolved = _resolved(root, path, shown(str(path.relative_to(root))), confine)
+        if resolved.is_file():
+            paths.append(resolved)
+    return paths
 
 
-def _folder_dataset(root: Path) -> EvalDataset:
-    resolved = root.resolve()
+def _folder_dataset(root: Path, confine: bool) -> EvalDataset:
     database: list[SourceItem] = []
     members: dict[str, frozenset[str]] = {}
     for folder in sorted(root.iterdir()):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
-        if not folder.resolve().is_relative_to(resolved):
-            continue
-        paths = _class_images(folder, resolved)
+        if confine:
+            within_dataset(root, folder, shown(folder.name))
+        paths = _class_images(folder, root, confine)
         if paths:
-            database += [SourceItem(source=str(p.absolute()), label=folder.name, path=p)
-                         for p in paths]
-            members[folder.name] = frozenset(str(p.absolute()) for p in paths)
+            database += [_item(p, folder.name) for p in paths]
+            members[folder.name] = frozenset(str(p) for p in paths)
     if len(members) < 2:
         found = f"found {len(members)}: {', '.join(members)}" if members else "found none"
         raise ConfigError(
@@ -124,17 +163,28 @@ def _folder_dataset(root: Path) -> EvalDataset:
     if not queries:
         raise ConfigError(f"{root}: every class has a single image, so nothing can be queried; "
                           "a class needs at least 2 images")
-    return EvalDataset(resolved.name, "class", database, queries)
+    return EvalDataset(root.name, "class", database, queries)
 
 
-def load_dataset(root: Path) -> EvalDataset:
-    """The dataset at `root`: class layout, instance layout, or a plain labelled folder."""
-    if (root / "labels.json").is_file():
-        return _class_dataset(root)
-    if (root / "groundtruth.json").is_file():
-        return _instance_dataset(root)
-    if root.is_dir():
-        return _folder_dataset(root)
+def load_dataset(root: Path, *, confine: bool = True) -> EvalDataset:
+    """The dataset at `root`: class layout, instance layout, or a plain labelled folder.
+
+    Every file is named by its resolved path. With `confine` (what a server's jobs use), every
+    file must lie inside `root`: manifest entries are relative names without `..`, and a link
+    leading outside is refused (PathRefused) before anything outside is opened. Without it (the
+    CLI on its user's own files), links may lead anywhere.
+    """
+    root = root.resolve()
+    try:
+        if (root / "labels.json").is_file():
+            return _class_dataset(root, confine)
+        if (root / "groundtruth.json").is_file():
+            return _instance_dataset(root, confine)
+        if root.is_dir():
+            return _folder_dataset(root, confine)
+    except OSError as exc:  # a folder of the dataset that cannot be listed
+        raise ConfigError(f"cannot read the dataset {root}: {exc.strerror or exc} "
+                          f"({exc.filename})") from exc
     raise ConfigError(
         f"{root} is not an evaluation dataset: expected a folder of <class>/<image files>, "
         "labels.json (class layout) or groundtruth.json (instance layout)"

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.ids import content_id
 from lookalike.core.metrics import RankingScores, score_rankings
+from lookalike.core.paths import read_exact
 from lookalike.core.settings import ServerSettings
 from lookalike.core.vector_store import MAX_TOP_K, VectorStore, spec_fingerprint
 from lookalike.embedder.runtime import Embedder
@@ -92,7 +93,7 @@ def evaluate(
                     response = client.search(image_id=id_of[str(query.path.absolute())],
                                              top_k=min(stored - 1, MAX_TOP_K), ids_only=True)
                 else:
-                    response = client.search(image=query.path.read_bytes(),
+                    response = client.search(image=read_exact(query.path),
                                              top_k=min(stored, MAX_TOP_K),
                                              ids_only=True)
                 return [source_of.get(hit.id, "") in query.relevant for hit in response.hits]

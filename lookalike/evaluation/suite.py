@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from lookalike.core.errors import LookalikeError
 from lookalike.core.metrics import recall_at_k, score_matrix
+from lookalike.core.paths import read_exact
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
 from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
@@ -153,7 +154,7 @@ def embed_files(embedder: Embedder, paths: Sequence[Path], batch_size: int,
 
     def load(path: Path) -> Any:
         try:
-            return embedder.decode(path.read_bytes())
+            return embedder.decode(read_exact(path))
         except Exception as exc:
             raise EvaluationError(f"{path}: {exc}") from exc
 

@@ -42,7 +42,7 @@ from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.transforms import content_type, image_extension, thumbnail_jpeg
 from lookalike.ingestion.metrics import STAGES, IngestMetrics
 from lookalike.ingestion.retry import RetryPolicy, idempotent_insert, with_retry
-from lookalike.ingestion.sources import Item
+from lookalike.ingestion.sources import Item, NotRead
 
 T = TypeVar("T")
 
@@ -117,6 +117,8 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def _read_reason(exc: OSError) -> str:
+    if isinstance(exc, NotRead):
+        return str(exc)
     return f"cannot read: {exc.strerror or exc}"
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from lookalike.core.blob_store import minio_client, s3_transport_errors
 from lookalike.core.errors import ConfigError, StoreUnavailable
+from lookalike.core.paths import read_exact
 from lookalike.core.settings import BlobSettings
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class Item(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SourceItem:
-    """A file on disk."""
+    """A file on disk: `source` as the user named it, `path` the file it resolved to when it
+    was listed (read only if no link redirects it since)."""
 
     source: str
     label: str
@@ -60,7 +62,25 @@ class SourceItem:
 
     def read(self) -> bytes:
         """The file's bytes."""
-        return self.path.read_bytes()
+        return read_exact(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedItem:
+    """A name the source lists but does not read (a link leading outside the folder), so that
+    the run reports it with its reason instead of passing over it in silence."""
+
+    source: str
+    label: str
+    reason: str
+
+    def read(self) -> bytes:
+        """Never any bytes: raises NotRead with the reason."""
+        raise NotRead(self.reason)
+
+
+class NotRead(OSError):
+    """An item the source refused to read; its message is the whole reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +96,6 @@ class FetchedItem:
         return self.fetch()
 
 
-def _inside(root: Path, path: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_image_name(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
     return not base.startswith(".") and Path(base).suffix.lower() in IMAGE_SUFFIXES
@@ -94,28 +106,42 @@ def _label_of(key: str) -> str:
     return parts[-2] if len(parts) > 1 else ""
 
 
-def folder_items(root: Path) -> Iterator[SourceItem]:
+def folder_items(root: Path) -> Iterator[SourceItem | RefusedItem]:
     """Image files under `root`, recursively, sorted; the parent folder's name is the label.
 
-    Hidden files and folders are skipped, and links that lead outside `root` are never followed.
+    Hidden files and folders are skipped. Links are followed inside `root` (never back into a
+    folder they lie in, which would walk forever); a link that leads outside `root` (to a
+    folder, or an image name) is never followed and comes out as a RefusedItem, so the run
+    reports it.
     """
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder")
     resolved_root = root.resolve()
+    # The resolved folders on the way down to each folder walked.
+    chains: dict[Path, tuple[Path, ...]] = {root: (resolved_root,)}
+    refusal = f"a link leading outside {root}: not followed"
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         current = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and _inside(resolved_root, current / d)
-        )
+        chain = chains.pop(current)
+        label = current.name if current != root else ""
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            resolved = (current / name).resolve()
+            if not resolved.is_relative_to(resolved_root):
+                yield RefusedItem(str((current / name).absolute()), name, refusal)
+            elif resolved not in chain:
+                chains[current / name] = (*chain, resolved)
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             path = current / name
             if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            if not _inside(resolved_root, path):
-                continue
-            label = current.name if current != root else ""
-            yield SourceItem(source=str(path.absolute()), label=label, path=path)
+            resolved = path.resolve()
+            if resolved.is_relative_to(resolved_root):
+                yield SourceItem(source=str(path.absolute()), label=label, path=resolved)
+            else:
+                yield RefusedItem(str(path.absolute()), label, refusal)
 
 
 def fetch_url(url: str, timeout_s: float) -> bytes:
@@ -148,7 +174,8 @@ def list_items(list_file: Path, timeout_s: float) -> Iterator[FetchedItem | Sour
                 path = Path(line)
                 if not path.is_absolute():
                     path = list_file.parent / path
-                yield SourceItem(source=str(path.absolute()), label=path.parent.name, path=path)
+                yield SourceItem(source=str(path.absolute()), label=path.parent.name,
+                                 path=path.resolve())
 
 
 def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:

@@ -24,6 +24,8 @@ MAX_TAGS = 64
 MAX_TAG_CHARS = 128
 MAX_LABEL_CHARS = 512
 MAX_SOURCE_CHARS = 4096
+# Milvus keeps a JSON field of at most 64 KiB.
+MAX_META_BYTES = 65_536
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 
@@ -68,10 +70,14 @@ def parse_meta(raw: str) -> JsonDict:
     """A JSON object from its text ("" is {}); InvalidArgument otherwise."""
     if not raw.strip():
         return {}
+    if (size := len(raw.encode())) > MAX_META_BYTES:
+        raise InvalidArgument(f"meta_json is {size:,} bytes: at most {MAX_META_BYTES:,}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"meta_json is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument("meta_json nests too deeply") from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"meta_json must be a JSON object, got {type(value).__name__}")
     return value

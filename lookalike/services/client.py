@@ -24,6 +24,7 @@ from lookalike.services.job_summaries import IngestSummary as IngestSummary
 from lookalike.services.job_summaries import ModelInfo as ModelInfo
 from lookalike.services.job_summaries import TrainEpoch as TrainEpoch
 from lookalike.services.job_summaries import TrainSummary as TrainSummary
+from lookalike.services.reachability import HealthCheck, HealthStatus, diagnose_unreachable
 
 if TYPE_CHECKING:
     from lookalike.core.settings import ClientSettings
@@ -33,13 +34,19 @@ Reply = TypeVar("Reply")
 
 class ClientError(Exception):
     """A call that failed, with the gRPC status, the server's explanation and, when the server
-    answered, the request id it logged the call under."""
+    answered, the request id it logged the call under; the address called, and whether over TLS
+    (for `diagnose_unreachable`)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, request_id: str = "") -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, request_id: str = "", *, address: str = "",
+        tls: bool = False,
+    ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.address = address
+        self.tls = tls
 
     @property
     def unreachable(self) -> bool:
@@ -411,7 +418,8 @@ class LookalikeClient:
         try:
             return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise ClientError(exc.code(), exc.details() or "", _request_id(exc)) from None
+            raise ClientError(exc.code(), exc.details() or "", _request_id(exc),
+                              address=self.address, tls=bool(self.config.tls_ca)) from None
 
     def search(
         self,
@@ -626,12 +634,34 @@ class LookalikeClient:
     def healthy(self, service: str = "") -> bool:
         """Whether the server reports SERVING for `service` ("" = the whole server)."""
         try:
-            response = self._health.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s
-            )
+            return self._check(service).status is HealthStatus.SERVING
         except grpc.RpcError:
             return False
-        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def health(self, service: str = "") -> HealthCheck:
+        """What the server reports for `service` ("" = the whole server); when no server
+        answers, why (`diagnose_unreachable`: nothing listens, or it speaks TLS and this client
+        plaintext, or the reverse)."""
+        try:
+            return self._check(service)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            failure = (details if code == grpc.StatusCode.UNAVAILABLE
+                       else f"no answer within {self.timeout_s:g} s")
+            return diagnose_unreachable(self.address, bool(self.config.tls_ca), failure,
+                                        timeout_s=min(self.timeout_s, 1.0))
+        # A server answered, with an error rather than a status (no health service, say).
+        return HealthCheck(HealthStatus.NOT_SERVING, f"{code.name}: {details}")
+
+    def _check(self, service: str) -> HealthCheck:
+        response = self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s
+        )
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        if status == "SERVING":
+            return HealthCheck(HealthStatus.SERVING)
+        return HealthCheck(HealthStatus.NOT_SERVING, "" if status == "NOT_SERVING" else status)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -34,8 +35,21 @@ from lookalike.services.metrics import ServerMetrics
 log = logging.getLogger("lookalike.requests")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 REQUEST_ID_KEY = "x-request-id"
+# A client's own request id is kept only when it is this short and plain: it is logged and echoed
+# on every call, so anything longer or stranger is replaced by one of ours.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# An error message can quote the request (a filter expression): the log line keeps its start.
+_LOGGED_ERROR_CHARS = 1000
 # Deadlines further away than this are treated as none (gRPC reports "no deadline" as huge).
 _NO_DEADLINE_S = 1e7
+
+
+def request_id_for(sent: str | bytes | None) -> tuple[str, bool]:
+    """The id to log and echo for a call whose client sent `sent` as its request id, and whether
+    the client's id was replaced (it sent one that is too long or not [A-Za-z0-9._:-])."""
+    if isinstance(sent, str) and _CLIENT_REQUEST_ID.fullmatch(sent):
+        return sent, False
+    return uuid.uuid4().hex, bool(sent)
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -78,7 +92,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         metrics = self._metrics
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            rid = str(dict(context.invocation_metadata()).get(REQUEST_ID_KEY) or uuid.uuid4().hex)
+            rid, replaced = request_id_for(dict(context.invocation_metadata()).get(REQUEST_ID_KEY))
             token = request_id.set(rid)
             remaining = context.time_remaining()
             deadline_token = call_deadline.set(
@@ -87,6 +101,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             )
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            error = ""
             # Clients tell a server that answered with an error from one they could not reach
             # by this, and quote it when they report the failure.
             context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
@@ -94,9 +109,11 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 return behaviour(request, context)
             except (LookalikeError, EmbedderError) as exc:
                 code = status_for(exc)
-                context.abort(code, str(exc))
-            except Exception:
+                error = str(exc)
+                context.abort(code, error)
+            except Exception as exc:
                 code = grpc.StatusCode.INTERNAL
+                error = f"{type(exc).__name__}: {exc}"
                 log.exception("unhandled error in %s (request %s)", method, rid)
                 context.abort(code, f"internal error (request id {rid})")
             finally:
@@ -107,6 +124,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     "request_id": rid, "method": method, "code": code.name,
                     "ms": round(seconds * 1000.0, 2), "peer": context.peer(),
                     "request_bytes": request.ByteSize() if hasattr(request, "ByteSize") else 0,
+                    **({"error": error[:_LOGGED_ERROR_CHARS]} if error else {}),
+                    **({"client_request_id_replaced": True} if replaced else {}),
                 }))
                 call_deadline.reset(deadline_token)
                 request_id.reset(token)

@@ -18,11 +18,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 
 from lookalike.core.errors import ConfigError, InvalidArgument, LookalikeError, NotFound
+from lookalike.core.paths import JobRoots
 from lookalike.embedder.errors import EmbedderError
 from lookalike.embedder.hashing import HASH_BITS
 from lookalike.services.errors import Overloaded
@@ -39,7 +39,6 @@ from lookalike.services.job_summaries import TrainSummary as TrainSummary
 log = logging.getLogger("lookalike.jobs")
 
 KEEP_FINISHED = 50
-ROOTS_SETTING = "LOOKALIKE_SERVER__JOB_ROOTS"
 INGEST, EVALUATE, TRAIN, ROLLOUT = "ingest", "evaluate", "train", "rollout"
 LOSSES = ("hash", "triplet", "arcface")
 DEFAULT_LOSS = "hash"
@@ -59,10 +58,6 @@ class JobCancelled(Exception):
 
 class JobBusy(Overloaded):
     """A job of the same kind is already running."""
-
-
-class SourceNotAllowed(InvalidArgument):
-    """A job's source lies outside the server's job roots, or is of a form jobs do not read."""
 
 
 Summary = IngestSummary | EvalSummary | TrainSummary
@@ -159,48 +154,6 @@ class _Job:
     thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float = 0.0
-
-
-def allowed_source(source: str, roots: Sequence[str]) -> str:
-    """`source` as a job reads it (a path resolved, so `..` and links cannot leave a root, or an
-    s3:// address), when it lies inside one of `roots`; raises a typed error naming both
-    otherwise (ConfigError without roots, NotFound for a path that does not exist)."""
-    source = source.strip()
-    if not roots:
-        raise ConfigError(
-            "this server reads no job sources: set server.job_roots "
-            f"({ROOTS_SETTING}, a JSON list) to the folders and s3://bucket/prefix roots its "
-            "jobs may read"
-        )
-    if not source:
-        raise InvalidArgument("give a folder on the server or an s3://bucket/prefix")
-    shown = ", ".join(roots)
-    if source.startswith("s3://"):
-        if any(part in (".", "..") for part in source.removeprefix("s3://").split("/")):
-            raise SourceNotAllowed(f"source {source!r}: '.' and '..' are not allowed in s3:// "
-                                   "addresses")
-        for root in roots:
-            prefix = root.rstrip("/")
-            if root.startswith("s3://") and (source.rstrip("/") == prefix
-                                             or source.startswith(prefix + "/")):
-                return source
-        raise SourceNotAllowed(f"source {source!r} is outside the job roots ({shown}); "
-                               f"the operator can add it to {ROOTS_SETTING}")
-    if "://" in source:
-        raise SourceNotAllowed(f"source {source!r}: jobs read folders on the server and "
-                               "s3://bucket/prefix addresses only")
-    if any(c in source for c in "*?["):
-        raise SourceNotAllowed(f"source {source!r}: give one folder or file, not a pattern")
-    resolved = Path(source).expanduser().resolve()
-    path_roots = [Path(r).expanduser().resolve() for r in roots if "://" not in r]
-    if not any(resolved.is_relative_to(root) for root in path_roots):
-        raise SourceNotAllowed(
-            f"source {source!r} (resolved: {resolved}) is outside the job roots ({shown}); "
-            f"the operator can add it to {ROOTS_SETTING}"
-        )
-    if not resolved.exists():
-        raise NotFound(f"{resolved} does not exist on the server")
-    return str(resolved)
 
 
 def train_params(folder: str, loss: str, bits: int, epochs: int, backbone: str) -> TrainParams:
@@ -406,7 +359,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     def __init__(self, runners: JobRunners | None, roots: Sequence[str] = ()) -> None:
         self._runners = runners
-        self._roots = tuple(roots)
+        self._roots = JobRoots(roots)
         self.registry = JobRegistry()
 
     def _require_runners(self) -> JobRunners:
@@ -420,7 +373,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     ) -> pb.Job:
         """Check the source, then ingest it into the served collection in the background."""
         runners = self._require_runners()
-        source = allowed_source(request.source, self._roots)
+        source = self._roots.source(request.source)
         self.registry.require_free(INGEST)
         return self.registry.start(INGEST, source, runners.ingest(source))
 
@@ -429,9 +382,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     ) -> pb.Job:
         """Check the folder and configurations, then evaluate them in the background."""
         runners = self._require_runners()
-        folder = allowed_source(request.folder, self._roots)
-        if not Path(folder).is_dir():
-            raise InvalidArgument(f"{folder} is not a folder: evaluation reads a labelled folder")
+        folder = str(self._roots.folder(request.folder, "evaluation"))
         self.registry.require_free(EVALUATE)
         work = runners.evaluate(folder, list(request.configs), request.ablation)
         return self.registry.start(EVALUATE, folder, work)
@@ -442,9 +393,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
         """Check the folder and settings, then fine-tune, compare and register in the
         background."""
         runners = self._require_runners()
-        folder = allowed_source(request.folder, self._roots)
-        if not Path(folder).is_dir():
-            raise InvalidArgument(f"{folder} is not a folder: training reads a labelled folder")
+        folder = str(self._roots.folder(request.folder, "training"))
         params = train_params(folder, request.loss, request.bits, request.epochs,
                               request.backbone)
         self.registry.require_free(TRAIN)

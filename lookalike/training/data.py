@@ -11,15 +11,18 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from lookalike.core.errors import ConfigError
+from lookalike.core.paths import read_exact
 from lookalike.embedder.transforms import decode
 from lookalike.evaluation.datasets import load_dataset
 
 
 @dataclass(frozen=True, slots=True)
 class LabelledImages:
-    """Image files with their class names (sorted classes, files in dataset order)."""
+    """Image files (resolved) with their class names (sorted classes, files in dataset order),
+    and the folder they came from."""
 
     name: str
+    root: Path
     paths: list[Path]
     labels: list[str]
 
@@ -34,14 +37,16 @@ class LabelledImages:
         return np.array([index[self.labels[i]] for i in subset], dtype=np.int64)
 
 
-def labelled_images(root: Path) -> LabelledImages:
-    """The images of a class-layout dataset or plain `<class>/<image>` folder."""
-    dataset = load_dataset(root)
+def labelled_images(root: Path, *, confine: bool = True) -> LabelledImages:
+    """The images of a class-layout dataset or plain `<class>/<image>` folder; `confine` as in
+    `load_dataset` (a server's jobs keep it on)."""
+    dataset = load_dataset(root, confine=confine)
     if dataset.kind != "class":
         raise ConfigError(f"{root} is an instance-layout dataset; training needs class labels "
                           "(labels.json or <class>/<image> folders)")
-    return LabelledImages(dataset.name, [item.path for item in dataset.database if item.path],
-                          [item.label for item in dataset.database if item.path])
+    return LabelledImages(dataset.name, root.resolve(),
+                          [item.path for item in dataset.database],
+                          [item.label for item in dataset.database])
 
 
 def split_by_image(
@@ -69,7 +74,7 @@ def load_images(paths: Sequence[Path], max_pixels: int, decode_px: int) -> list[
     images = []
     for path in paths:
         try:
-            images.append(decode(path.read_bytes(), max_pixels, decode_px).image)
+            images.append(decode(read_exact(path), max_pixels, decode_px).image)
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
     return images

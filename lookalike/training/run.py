@@ -23,13 +23,14 @@ from numpy.typing import NDArray
 
 from lookalike.core.errors import ConfigError
 from lookalike.core.metrics import score_matrix
+from lookalike.core.paths import read_exact
 from lookalike.core.settings import Settings
 from lookalike.embedder.backbones import build_backbone
 from lookalike.embedder.hashing import ItqHash, hamming_distances, itq_from_linear
 from lookalike.embedder.runtime import Embedder, EmbedderConfig
 from lookalike.embedder.training import EpochLog, TrainConfig, train
 from lookalike.training.curves import write_curves
-from lookalike.training.data import LabelledImages, labelled_images, load_images, split_by_image
+from lookalike.training.data import LabelledImages, load_images, split_by_image
 
 PROTOCOLS = ("all", "half")
 # Hash re-rank scoring: the top K by Hamming distance x this factor are re-scored in float,
@@ -159,23 +160,22 @@ def _embedder(settings: Settings, backbone: str, weights: Path | None, gem_p: fl
 
 def train_model(
     settings: Settings,
-    dataset_dir: Path,
+    dataset: LabelledImages,
     options: TrainOptions,
     *,
     out_dir: Path,
     on_epoch: Callable[[EpochLog], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> TrainOutcome:
-    """Fine-tune on `dataset_dir` (see the module docstring) and write the artefacts to `out_dir`."""
+    """Fine-tune on `dataset` (see the module docstring) and write the artefacts to `out_dir`."""
     started = time.perf_counter()
-    dataset = labelled_images(dataset_dir)
     name, weights = _backbone_of(settings, options)
     pool = training_images(dataset, options)
     labels_in_pool = [dataset.labels[i] for i in pool]
     kept, val = split_by_image(labels_in_pool, options.val_fraction, options.train.seed)
     train_idx, val_idx = [pool[i] for i in kept], [pool[i] for i in val]
     if len(val_idx) < 2:
-        raise ConfigError(f"{dataset_dir}: too few images for a validation split "
+        raise ConfigError(f"{dataset.name}: too few images for a validation split "
                           f"({len(val_idx)}); each class needs at least 2 images")
     if settings.model.threads:
         torch.set_num_threads(settings.model.threads)
@@ -211,7 +211,7 @@ def train_model(
         "gem_p": result.gem_p, "input_size": backbone.input_size, "loss": options.train.loss,
         "bits": options.train.bits if itq is not None else 0, "hash_id": itq.id if itq else "",
         "trained_on": {
-            "dataset": dataset.name, "path": str(dataset_dir), "classes": dataset.classes,
+            "dataset": dataset.name, "path": str(dataset.root), "classes": dataset.classes,
             "images": len(train_idx), "val_images": len(val_idx), "protocol": options.protocol,
             "split_seed": options.train.seed, "val_fraction": options.val_fraction,
         },
@@ -228,7 +228,7 @@ def train_model(
 
 
 def _embed(embedder: Embedder, paths: Sequence[Path]) -> NDArray[np.float32]:
-    outcomes = embedder.embed_bytes([p.read_bytes() for p in paths])
+    outcomes = embedder.embed_bytes([read_exact(p) for p in paths])
     bad = [str(p) for p, o in zip(paths, outcomes, strict=True) if o.vector is None]
     if bad:
         raise ConfigError(f"{len(bad)} held-out images could not be embedded, e.g. {bad[0]}")
@@ -237,7 +237,7 @@ def _embed(embedder: Embedder, paths: Sequence[Path]) -> NDArray[np.float32]:
 
 def compare_on_heldout(
     settings: Settings,
-    dataset_dir: Path,
+    dataset: LabelledImages,
     options: TrainOptions,
     outcome: TrainOutcome | None = None,
     *,
@@ -254,9 +254,8 @@ def compare_on_heldout(
     if outcome is None:
         if out_dir is None:
             raise ConfigError("compare_on_heldout needs an outcome or an out_dir to train into")
-        outcome = train_model(settings, dataset_dir, options, out_dir=out_dir,
+        outcome = train_model(settings, dataset, options, out_dir=out_dir,
                               on_epoch=on_epoch, cancelled=cancelled)
-    dataset = labelled_images(dataset_dir)
     heldout = heldout_images(dataset, options)
     paths = [dataset.paths[i] for i in heldout]
     labels = dataset.class_indices(heldout)

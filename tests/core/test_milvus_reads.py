@@ -35,6 +35,7 @@ class Flaky:
 
 
 def test_a_read_is_tried_again_through_a_shard_handoff() -> None:
+    """A read refused by a passing shard hand-off is tried again after each backoff step."""
     pauses: list[float] = []
     client = Flaky(HANDOFF, failures=2)
     assert RetryingReads(client, pauses.append).search("images", data=[[1.0]]) == ["search"]
@@ -43,6 +44,7 @@ def test_a_read_is_tried_again_through_a_shard_handoff() -> None:
 
 
 def test_a_handoff_that_lasts_surfaces_after_the_backoff() -> None:
+    """A hand-off that outlasts every backoff step surfaces as the refusal itself."""
     pauses: list[float] = []
     client = Flaky(HANDOFF, failures=100)
     with pytest.raises(MilvusException, match="failed to get delegator"):
@@ -56,6 +58,7 @@ def test_a_handoff_that_lasts_surfaces_after_the_backoff() -> None:
     ("insert", HANDOFF),  # writes are never repeated here: the pipeline's retry decides
 ])
 def test_real_refusals_and_writes_surface_at_once(method: str, error: Exception) -> None:
+    """A real refusal of a read, and any refusal of a write, is not tried again here."""
     client = Flaky(error, failures=1)
     with pytest.raises(MilvusException):
         getattr(RetryingReads(client, lambda _: None), method)("images")
@@ -63,6 +66,38 @@ def test_real_refusals_and_writes_surface_at_once(method: str, error: Exception)
 
 
 def test_transient_markers() -> None:
+    """Hand-off refusals count as transient, other errors do not."""
     assert is_transient(HANDOFF)
     assert is_transient(RuntimeError("channel not available[channel=dml_0]"))
     assert not is_transient(MilvusException(code=100, message="collection not found[images]"))
+
+
+class Recording:
+    """A client that records the keyword arguments of each call."""
+
+    def __init__(self) -> None:
+        self.kwargs: dict[str, dict[str, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.kwargs[name] = kwargs
+            return []
+
+        return call
+
+
+def test_reads_and_writes_give_up_after_the_timeout_unless_the_caller_names_one() -> None:
+    """search, query, get, insert, upsert and delete get the settings' timeout; a caller's own
+    timeout stands; other calls (load, flush: slow on purpose) get none."""
+    client = Recording()
+    reads = RetryingReads(client, timeout_s=3.0)
+    for method in ("search", "query", "get", "insert", "upsert", "delete"):
+        getattr(reads, method)("images")
+        assert client.kwargs[method] == {"timeout": 3.0}, method
+    reads.search("images", timeout=60.0)
+    assert client.kwargs["search"] == {"timeout": 60.0}
+    reads.load_collection("images")
+    reads.flush("images")
+    assert client.kwargs["load_collection"] == client.kwargs["flush"] == {}
+    RetryingReads(client).query("images")
+    assert client.kwargs["query"] == {}

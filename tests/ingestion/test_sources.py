@@ -17,7 +17,7 @@ import pytest
 
 from lookalike.core.errors import ConfigError, StoreUnavailable
 from lookalike.core.settings import BlobSettings
-from lookalike.ingestion.sources import folder_items, open_source
+from lookalike.ingestion.sources import NotRead, RefusedItem, folder_items, open_source
 from tests.conftest import S3Server, free_port
 
 
@@ -35,7 +35,8 @@ def test_recursive_sorted_with_parent_folder_as_label(tmp_path: Path) -> None:
 
 
 def test_links_outside_the_root_are_not_followed(tmp_path: Path) -> None:
-    """A symlinked folder or file pointing outside the root is skipped; one inside is kept."""
+    """A symlinked folder or file pointing outside the root is not read but listed as refused,
+    with its reason; one inside is kept, and a link back up the tree is not walked again."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.jpg").write_bytes(b"x")
@@ -45,8 +46,16 @@ def test_links_outside_the_root_are_not_followed(tmp_path: Path) -> None:
     os.symlink(outside, root / "escape")
     os.symlink(outside / "secret.jpg", root / "escape.jpg")
     os.symlink(root / "inner", root / "alias")
-    names = sorted(Path(i.source).relative_to(root).as_posix() for i in folder_items(root))
-    assert names == ["alias/ok.jpg", "inner/ok.jpg"]
+    os.symlink(root, root / "inner" / "up")
+    items = list(folder_items(root))
+    names = sorted(Path(i.source).relative_to(root).as_posix() for i in items)
+    assert names == ["alias/ok.jpg", "escape", "escape.jpg", "inner/ok.jpg"]
+    refused = [i for i in items if isinstance(i, RefusedItem)]
+    assert sorted(Path(i.source).name for i in refused) == ["escape", "escape.jpg"]
+    for item in refused:
+        assert item.reason == f"a link leading outside {root}: not followed"
+        with pytest.raises(NotRead, match="not followed"):
+            item.read()
 
 
 def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@ auth, TLS, health, limits, batching, deadlines, shutdown and metrics."""
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -31,9 +33,12 @@ from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items
 from lookalike.services.client import ClientError, LookalikeClient, SearchQuery, UpsertItem
+from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
+from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from lookalike.services.remote_embedder import RemoteEmbedder
 from lookalike.services.server import RunningServer, start_server
 from tests.conftest import encode, free_port, gradient_image, make_settings
+from tests.services.certs import self_signed
 
 TOKEN = "s3cret-token"
 
@@ -225,6 +230,80 @@ def test_delete_needs_ids_or_filter(served: Served) -> None:
     assert "label = = 1" in info.value.message
 
 
+class _Recorder(logging.Handler):
+    """Keeps every record that reaches it (pymilvus's loggers do not propagate to caplog's)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _request_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The server's one-line JSON request logs among the captured records."""
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "lookalike.requests"]
+
+
+def test_bad_filter_is_logged_once_without_a_traceback(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A search with a bad filter is INVALID_ARGUMENT; the server logs it once, as its request
+    line with code and message, and no traceback or pymilvus ERROR record is logged."""
+    pymilvus = logging.getLogger("pymilvus")
+    recorder = _Recorder()
+    pymilvus.addHandler(recorder)
+    caplog.set_level(logging.INFO)
+    try:
+        with pytest.raises(ClientError) as info:
+            served.client.search(image=_photo(served), filter_expr="bad (((")
+    finally:
+        pymilvus.removeHandler(recorder)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bad (((" in info.value.message
+    assert [r for r in recorder.records if r.levelno >= logging.ERROR] == []
+    assert [r for r in (*caplog.records, *recorder.records)
+            if r.exc_info or "Traceback" in r.getMessage()] == []
+    failed = [line for line in _request_lines(caplog) if line["code"] != "OK"]
+    assert len(failed) == 1
+    assert failed[0]["request_id"] == info.value.request_id
+    assert failed[0]["code"] == "INVALID_ARGUMENT"
+    assert failed[0]["error"] == info.value.message
+
+
+def _echoed_request_id(served: Served, sent: str) -> str:
+    """The request id the server sends back for a Stats call whose client sent `sent`."""
+    with grpc.insecure_channel(served.running.address) as channel:
+        _, call = pb_grpc.CatalogServiceStub(channel).Stats.with_call(
+            pb.StatsRequest(), timeout=10,
+            metadata=(("authorization", f"Bearer {TOKEN}"), ("x-request-id", sent)),
+        )
+    return str(dict(call.trailing_metadata())["x-request-id"])
+
+
+def test_client_request_ids_are_kept_only_when_short_and_plain(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client's short [A-Za-z0-9._:-] request id is logged and echoed as is; a 4 KB one or one
+    with other characters is replaced by a generated id, and the request line says so."""
+    caplog.set_level(logging.INFO, logger="lookalike.requests")
+    plain = "job-42.retry:1_" + "x" * 113
+    assert len(plain) == 128
+    assert _echoed_request_id(served, plain) == plain
+    replaced = {sent: _echoed_request_id(served, sent)
+                for sent in ("r" * 4096, "x" * 129, "two words", "id;rm -rf", "<b>id</b>")}
+    for sent, echoed in replaced.items():
+        assert echoed != sent
+        assert len(echoed) == 32
+        assert echoed.isalnum()
+    lines = {line["request_id"]: line for line in _request_lines(caplog)}
+    assert set(lines) == {plain, *replaced.values()}
+    assert "client_request_id_replaced" not in lines[plain]
+    assert all(lines[echoed]["client_request_id_replaced"] for echoed in replaced.values())
+    assert all(len(r.getMessage()) < 1000 for r in caplog.records)
+
+
 def test_stats_reports_count_model_and_index(served: Served) -> None:
     """Stats gives the count, the model spec and the index type and params."""
     stats = served.client.stats()
@@ -343,23 +422,10 @@ def test_graceful_shutdown_finishes_in_flight_calls(collection: Collection, demo
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
-
-
 def test_tls_with_a_self_signed_certificate(collection: Collection, tmp_path: Path) -> None:
     """With cert and key the server speaks TLS only: a client trusting the cert searches,
     a plaintext client cannot."""
-    if shutil.which("openssl") is None:
-        raise AssertionError("the openssl command is needed to make the test certificate")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     running = collection.serve(tls_cert=str(cert), tls_key=str(key), tokens=[SecretStr(TOKEN)])
     try:
         assert running.tls

@@ -27,6 +27,7 @@ def _settings(tmp_path: Path) -> Settings:
 
 
 def test_split_is_by_image_deterministic_and_covers_every_class() -> None:
+    """The split is seeded, per class, and puts every image on exactly one side."""
     labels = [c for c in "abcd" for _ in range(10)] + ["e"]
     kept, off = split_by_image(labels, 0.3, seed=7)
     assert (kept, off) == split_by_image(labels, 0.3, seed=7)
@@ -42,6 +43,7 @@ def test_split_is_by_image_deterministic_and_covers_every_class() -> None:
 
 
 def test_protocol_half_trains_and_holds_out_disjoint_halves(labelled_folder: Path) -> None:
+    """Protocol half trains on one half of each class and holds out the other, disjoint."""
     dataset = labelled_images(labelled_folder)
     train_half, heldout = training_images(dataset, OPTIONS), heldout_images(dataset, OPTIONS)
     assert len(train_half) == len(heldout) == 32
@@ -53,7 +55,8 @@ def test_a_run_writes_its_artefacts_and_compares_on_the_heldout_half(
 ) -> None:
     """weights.pt serves through build_backbone; curves (JSON, PNG), metrics, the learned hash."""
     out = tmp_path / "run"
-    report = compare_on_heldout(_settings(tmp_path), labelled_folder, OPTIONS, out_dir=out)
+    report = compare_on_heldout(_settings(tmp_path), labelled_images(labelled_folder), OPTIONS,
+                                out_dir=out)
     for name in ("weights.pt", "curves.json", "curves.png", "metrics.json", "hash.npz",
                  "comparison.json"):
         assert (out / name).is_file(), name
@@ -86,6 +89,7 @@ def test_the_train_command_prints_the_comparison_as_json(
     labelled_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """`lookalike train --protocol half --json` prints the held-out comparison."""
     monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LOOKALIKE_MODEL__IMAGE_SIZE", "48")
     code = main(["train", str(labelled_folder), "--backbone", "mobilenet_v2", "--epochs", "1",
