@@ -218,7 +218,8 @@ def run_job_and_screenshot(
     field = wait.until(lambda d: d.find_element(
         By.CSS_SELECTOR, f".st-key-{prefix}_source input, .st-key-{prefix}_folder input"))
     field.send_keys(source)
-    driver.find_element(By.CSS_SELECTOR, f".st-key-{prefix}_start button").click()
+    # Streamlit renders a page element by element: the button can come after the field.
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f".st-key-{prefix}_start button")).click()
     result = f".st-key-{prefix}_result"
     found = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, result) or _page_error(d),
                        f"the {prefix} job did not finish within {timeout_s:g} s")
