@@ -108,8 +108,10 @@ eval: install ## evaluate on every set in $(DATASETS) and write docs/QUALITY.md
 	$(BIN)/python -m bench.eval --datasets $(DATASETS) --out docs/QUALITY.md
 
 .PHONY: bench
-bench: install ## every benchmark: embed, search at 1M, ingest, API, burst memory, routing, codes-floats (paste the output into docs/BENCHMARKS.md)
+bench: install ## every benchmark: embed (engines, batch and thread sweep), int8, search at 1M, ingest, API, burst memory, routing, codes-floats (paste the output into docs/BENCHMARKS.md)
 	$(BIN)/lookalike bench embed --datasets $(DATASETS)
+	$(BIN)/lookalike bench embed --datasets $(DATASETS) --backbones efficientnet_lite0 --sweep
+	$(BIN)/lookalike bench int8 --datasets $(DATASETS)
 	$(BIN)/python -m bench.run --datasets $(DATASETS)
 	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
 	$(BIN)/lookalike bench api --datasets $(DATASETS)

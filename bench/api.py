@@ -23,7 +23,9 @@ from typing import Any
 
 from bench.machine import describe_machine, print_result, replace_block
 from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
+from lookalike.core.blob_store import BlobStore
 from lookalike.core.settings import ServerSettings, Settings
+from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.run import ingest_items
 from lookalike.ingestion.sources import folder_items
@@ -48,6 +50,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--single-clients", type=int, default=16,
                         help="single-image clients of the batching runs")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="batching max wait")
+    parser.add_argument("--engines", nargs="+", default=["torch", "onnxruntime"],
+                        choices=["torch", "onnxruntime"],
+                        help="engines whose search-by-image load is compared side by side")
+    parser.add_argument("--engine-duration", type=float, default=30.0,
+                        help="seconds of each engine's load run")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, help="write the markdown block into this file")
     parser.set_defaults(func=run)
@@ -147,6 +154,39 @@ def _throughput(engine: SearchEngine, server: ServerSettings, paths: list[str],
     return len(load.latencies_ms) / load.seconds
 
 
+def _engine_load(settings: Settings, engine_name: str, store: MilvusVectorStore,
+                 blobs: BlobStore, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """One engine's search-by-image load over the collection already built: one client, then
+    `args.clients`; the collection is shared because both engines give the same descriptors."""
+    model = settings.model.model_copy(update={"engine": engine_name})
+    embedder = embedder_from(settings.model_copy(update={"model": model}))
+    embedder.load()
+    search = engine_from(settings, embedder, store, blobs)
+    server = ServerSettings(host="127.0.0.1", port=0, workers=128, max_concurrent_rpcs=512,
+                            batch_max_size=32, batch_max_wait_ms=args.max_wait_ms)
+    running = start_server(search, server)
+    try:
+        quiet = _in_child(running.address, names, 1, args.engine_duration / 2, "search")
+        load = _in_child(running.address, names, args.clients, args.engine_duration, "search")
+    finally:
+        running.stop(grace_s=5.0)
+    overhead = [lat - model for lat, model in zip(load.latencies_ms, load.embed_ms, strict=True)]
+    quiet_overhead = [lat - model
+                      for lat, model in zip(quiet.latencies_ms, quiet.embed_ms, strict=True)]
+    return {
+        "engine": embedder.engine, "batch_size": embedder.batch_size,
+        "requests": len(load.latencies_ms), "errors": sum(load.errors.values()),
+        "qps": round(len(load.latencies_ms) / load.seconds, 1),
+        "p50_ms": round(_percentile(load.latencies_ms, 0.50), 1),
+        "overhead_p50_ms": round(_percentile(overhead, 0.50), 1),
+        "queue_p50_ms": round(_percentile(load.queue_ms, 0.50), 1),
+        "model_p50_ms": round(_percentile(load.embed_ms, 0.50), 1),
+        "one_client_p50_ms": round(_percentile(quiet.latencies_ms, 0.50), 1),
+        "one_client_overhead_p50_ms": round(_percentile(quiet_overhead, 0.50), 1),
+        "one_client_errors": sum(quiet.errors.values()),
+    }
+
+
 def measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Ingest the dataset into `settings.data_dir`, then the batching and load runs."""
     root = args.datasets / args.dataset
@@ -185,6 +225,8 @@ def measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         batch_sum = running.metrics.registry.get_sample_value("lookalike_embed_batch_size_sum")
     finally:
         running.stop(grace_s=5.0)
+    by_engine = {name: _engine_load(settings, name, store, blobs, names, args)
+                 for name in args.engines}
     overhead = [lat - model for lat, model in zip(load.latencies_ms, load.embed_ms, strict=True)]
     # What is left once waiting for the model is taken away too: decode, gRPC, Milvus, metadata.
     platform = [lat - model - waited for lat, model, waited
@@ -220,6 +262,9 @@ def measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         "max_wait_ms": args.max_wait_ms,
         "images": report.seen,
         "backbone": embedder.spec.backbone,
+        "engine": embedder.engine,
+        "by_engine": by_engine,
+        "engine_duration_s": args.engine_duration,
     }
 
 
@@ -259,6 +304,8 @@ def render(result: dict[str, Any]) -> str:
         "Model forward alone by batch size (images/s, once, after the runs): "
         + ", ".join(f"{b}: {r}" for b, r in result["forward_images_per_s_by_batch"].items()) + ".",
         "",
+        *_engine_rows(result),
+        "",
         "Each ratio divides by the mean of the forward rates measured just before and after "
         "its run. Overhead is each search's client-side latency minus the forward time of the model batch "
         "that embedded its query (queueing for the batch, decoding, gRPC, Milvus and metadata "
@@ -266,6 +313,29 @@ def render(result: dict[str, Any]) -> str:
         "batcher's queue (the server reports both per search).",
         END,
     ])
+
+
+def _engine_rows(result: dict[str, Any]) -> list[str]:
+    """Engines side by side, same run: the before (torch) and after (ONNX Runtime) of a search."""
+    by_engine: dict[str, dict[str, Any]] = result.get("by_engine", {})
+    if not by_engine:
+        return []
+    rows = [
+        f"Engines side by side over the same collection ({result['engine_duration_s']:.0f} s of "
+        f"{result['clients']} clients each, then one client; the runs above used "
+        f"`{result['engine']}`):",
+        "",
+        "| engine | batch | QPS | p50 ms | overhead p50 ms | queued p50 ms | model p50 ms "
+        "| one client p50 ms | one client overhead p50 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in by_engine.items():
+        rows.append(
+            f"| {name} | {row['batch_size']} | {row['qps']} | {row['p50_ms']} "
+            f"| **{row['overhead_p50_ms']}** | {row['queue_p50_ms']} | {row['model_p50_ms']} "
+            f"| {row['one_client_p50_ms']} | **{row['one_client_overhead_p50_ms']}** "
+            f"| {row['errors'] + row['one_client_errors']} |")
+    return rows
 
 
 def write_block(path: Path, block: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,68 @@ def run_eval(dataset: Path, plots: Path) -> list[dict[str, Any]]:
     if done.returncode != 0:
         raise SystemExit(f"eval of {dataset} failed:\n{done.stderr[-4000:]}")
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+ENGINES = ("torch", "onnxruntime")
+ENGINES_BEGIN = "<!-- make eval engines: begin -->"
+ENGINES_END = "<!-- make eval engines: end -->"
+
+
+def run_engine(dataset: Path, engine: str, config: str, latency: int) -> dict[str, Any]:
+    """One configuration of one dataset on one engine (fp32), through the CLI."""
+    command = [sys.executable, "-m", "lookalike.cli", "eval", str(dataset), "--config", config,
+               "--json", "--no-progress", "--no-ann"]
+    if latency:
+        command += ["--latency", str(latency)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env={**os.environ, "LOOKALIKE_MODEL__ENGINE": engine})
+    if done.returncode != 0:
+        raise SystemExit(f"eval of {dataset} on {engine} failed:\n{done.stderr[-4000:]}")
+    row: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return {**row, "dataset": dataset.name, "engine": engine}
+
+
+def run_engines(datasets: list[Path]) -> list[dict[str, Any]]:
+    """The baseline on every set and `best` (timed) on the latency set, on each engine; the
+    engines alternate so that a busy neighbour slows both alike."""
+    rows = []
+    for dataset in datasets:
+        for engine in ENGINES:
+            rows.append(run_engine(dataset, engine, "baseline", 0))
+    latency_set = [d for d in datasets if d.name == LATENCY_DATASET]
+    for dataset in latency_set:
+        for config in ("baseline", "best"):
+            for engine in ENGINES:
+                rows.append(run_engine(dataset, engine, config, LATENCY_QUERIES))
+    return rows
+
+
+def render_engines(rows: list[dict[str, Any]], command: str) -> str:
+    """The engines table: mAP of each engine on each set, and their difference."""
+    lines = [
+        ENGINES_BEGIN,
+        f"Command: `{command}` (each row: `LOOKALIKE_MODEL__ENGINE=<engine> lookalike eval "
+        "<set> --config <config> --json --no-ann`, with `--latency "
+        f"{LATENCY_QUERIES}` on {LATENCY_DATASET})  ",
+        f"Date: {dt.date.today().isoformat()}  ",
+        f"Machine: {describe_machine()}",
+        "",
+        "| set | config | engine | precision | p@10 | map | map - torch map | embed img/s "
+        "| latency per query ms | of which embed ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    torch_map = {(r["dataset"], r["config"], r.get("latency_total_ms") is not None): r["map"]
+                 for r in rows if r["engine"] == "torch"}
+    for r in rows:
+        timed = r.get("latency_total_ms") is not None
+        diff = r["map"] - torch_map[(r["dataset"], r["config"], timed)]
+        lines.append(
+            f"| {r['dataset']} | {r['config']} | {r['engine']} | fp32 | {r['p@10']:.4f} "
+            f"| {r['map']:.4f} | {diff:+.4f} | {r.get('ingest_images_per_s', 0):.1f} "
+            f"| {_fmt(r.get('latency_total_ms', ''), 'latency')} "
+            f"| {_fmt(r.get('latency_embed_ms', ''), 'latency')} |")
+    lines.append(ENGINES_END)
+    return "\n".join(lines)
 
 
 def _fmt(value: Any, column: str = "") -> str:
@@ -78,6 +141,8 @@ def render(results: dict[str, list[dict[str, Any]]], command: str, plots: Path, 
             f"Command: `lookalike eval ../shared/datasets/{name} --ablation --json"
             + (f" --latency {LATENCY_QUERIES}" if name == LATENCY_DATASET else "") + "`",
             "",
+            # Older stored rows predate the protocol line.
+            *([f"Protocol: {first['protocol']}", ""] if first.get("protocol") else []),
             *_table(rows),
             "",
             f"![P@K per configuration]({(plots / f'{name}_pk.png').relative_to(out.parent)})",
@@ -107,8 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--only", nargs="*", help="dataset names to (re-)run (default: all); the "
-                        "others' last results, kept in docs/quality/<name>.jsonl, stay in the page")
+    parser.add_argument("--only", nargs="*", help="dataset names to (re-)run, or engines for "
+                        "the engines table (default: all); the others' last results, kept in docs/quality/<name>.jsonl, stay in the page")
     args = parser.parse_args()
     plots = args.out.parent / "quality"
     plots.mkdir(parents=True, exist_ok=True)
@@ -123,7 +188,13 @@ def main() -> None:
     command = "make eval" + (f" (python -m bench.eval --only {' '.join(args.only)})"
                              if args.only else "")
     results = load_rows(plots, [d.name for d in datasets])
-    write_block(args.out, render(results, command, plots, args.out))
+    if not args.only or any(d.name in args.only for d in datasets):
+        write_block(args.out, render(results, command, plots, args.out))
+    if not args.only or "engines" in args.only:
+        engine_rows = run_engines(datasets)
+        (plots / "engines.jsonl").write_text("".join(json.dumps(r) + "\n" for r in engine_rows))
+        replace_block(args.out, ENGINES_BEGIN, ENGINES_END,
+                      render_engines(engine_rows, command), "Retrieval quality", "Engines")
     print(f"wrote {args.out}")
 
 

@@ -66,7 +66,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     dba = dba_for(store, dba_from(settings))
     total, items = count_when_cheap(source, items)
     print(f"ingesting {'' if total is None else f'{total} images '}from {source} into "
-          f"{store.name!r} ({embedder.spec.backbone}, {embedder.device})")
+          f"{store.name!r} ({embedder.spec.backbone}, {embedder.device}, {embedder.engine})")
     with IngestMetrics() as metrics:
         if settings.ingest.metrics_port:
             metrics.serve(settings.ingest.metrics_host, settings.ingest.metrics_port)
@@ -177,6 +177,36 @@ def cmd_hash(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
+    """Make the int8 graph of the settings' model, calibrated on a folder's images or on the
+    collection's stored originals, and say how to serve a collection with it."""
+    from lookalike.compose import existing_store_from
+    from lookalike.ingestion.int8 import collection_images, folder_images, make_int8
+
+    # Calibrated from the fp32 network, whatever precision the settings name now.
+    model = settings.model.model_copy(update={"precision": "fp32", "engine": "auto",
+                                              "int8_model": ""})
+    embedder = embedder_from(settings.model_copy(update={"model": model}))
+    if args.images:
+        source = args.images
+        images = folder_images(Path(args.images), args.count)
+    else:
+        store = existing_store_from(settings, args.collection)
+        source = f"the stored originals of {store.name!r}"
+        images = collection_images(store, blobs_from(settings), args.count)
+    out_dir = Path(args.out) if args.out else settings.data_dir / "models"
+    print(f"calibrating int8 {embedder.spec.backbone} on up to {len(images)} images of {source}")
+    result = make_int8(embedder, images, out_dir)
+    print(f"int8 graph {result.model_id} written to {result.path} ({result.seconds:.0f} s; "
+          f"calibrated on {result.calibrated_on} images)")
+    print(f"its descriptors against fp32 on {result.checked_on} images it was not calibrated "
+          f"on: cosine median {result.cosine_median:.4f}, min {result.cosine_min:.4f}")
+    print("int8 is another embedding: build a collection with it, e.g. "
+          f"LOOKALIKE_MODEL__PRECISION=int8 LOOKALIKE_MODEL__INT8_MODEL={result.path} lookalike "
+          f"reindex --model {model.backbone}, then serve with those two settings")
+    return EXIT_OK
+
+
 def cmd_routes(settings: Settings, args: argparse.Namespace) -> int:
     """Recompute the category means that routed search picks partitions by."""
     from lookalike.compose import existing_store_from
@@ -226,6 +256,9 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     environment = {"LOOKALIKE_MODEL__BACKBONE": args.model}
     if args.weights:
         environment["LOOKALIKE_MODEL__WEIGHTS"] = args.weights
+    if model.precision == "int8":
+        environment["LOOKALIKE_MODEL__PRECISION"] = "int8"
+        environment["LOOKALIKE_MODEL__INT8_MODEL"] = model.int8_model
     return _reindexed(store.name, report, environment)
 
 
@@ -380,6 +413,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         query_embedder_from,
         store_for_spec,
     )
+    from lookalike.embedder.runtime import Embedder
     from lookalike.server_jobs import job_runners_from
     from lookalike.services.model_switch import ModelSwitch
 
@@ -397,7 +431,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                            max_pixels=settings.model.max_pixels,
                            jobs=job_runners_from(settings, embedder, store, blobs, switch))
     where = (f"remote EmbedService {settings.embed_service.address}"
-             if settings.embed_service.address else "in process")
+             if not isinstance(embedder, Embedder)
+             else f"in process on {embedder.device}, {embedder.engine}")
     extras = [("TLS" if running.tls else "plaintext"),
               ("token auth" if server_settings.tokens else "no auth"),
               (f"jobs read {', '.join(server_settings.job_roots)}" if server_settings.job_roots
@@ -478,6 +513,8 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
                else [preset(name, dataset.kind) for name in args.config])
     env = eval_env_from(settings, ann=not args.no_ann, latency_queries=args.latency,
                         progress=not args.no_progress)
+    if not args.json:
+        print(f"{dataset.name}: {dataset.protocol}", flush=True)
     results = []
     for result in iter_evaluate(dataset, configs, env):
         results.append(result)
@@ -604,7 +641,7 @@ def _register_benchmarks(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 # Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
-BENCHMARKS: tuple[str, ...] = ("embed", "ingest", "api", "burst", "search", "routing",
+BENCHMARKS: tuple[str, ...] = ("embed", "int8", "ingest", "api", "burst", "search", "routing",
                                "codes_floats")
 
 
@@ -667,6 +704,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="descriptors ITQ is learned on (evenly spread over the collection)")
     hashing.add_argument("--collection", help="collection name (default: settings)")
     hashing.set_defaults(func=cmd_hash)
+
+    quantize = sub.add_parser(
+        "quantize", help="make the int8 graph of the model (CPU, onnxruntime), calibrated on "
+                         "your images")
+    quantize.add_argument("images", nargs="?",
+                          help="folder of calibration images (default: the collection's stored "
+                               "originals)")
+    quantize.add_argument("--count", type=int, default=240,
+                          help="images read: 40 set aside to check it, the rest (in whole passes "
+                               "of 40) calibrate")
+    quantize.add_argument("--collection", help="collection name (default: settings)")
+    quantize.add_argument("--out", help="folder of the int8 graph (default: <data_dir>/models)")
+    quantize.set_defaults(func=cmd_quantize)
 
     routes = sub.add_parser(
         "routes", help="recompute the category means routed search picks partitions by"

@@ -11,9 +11,9 @@ from lookalike.core.vector_store import (
     connect_milvus,
     live_collection_spec,
 )
-from lookalike.embedder.accel import tuned_batch_size, tuned_queue_batches
+from lookalike.embedder.accel import tuned_queue_batches
 from lookalike.embedder.local_features import LocalFeatureConfig
-from lookalike.embedder.runtime import Embedder, pick_device
+from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.embedder.whitening import PCAWhitening
 from lookalike.ingestion.hash_codes import attach_hash
@@ -29,15 +29,13 @@ from lookalike.services.search import ModelFollower, QueryEmbedder, Reranking, S
 
 def embedder_from(settings: Settings, whitening: PCAWhitening | None = None) -> Embedder:
     """The embedder the settings describe (not loaded yet), `whitening` applied to its output."""
-    return Embedder(embedder_config(settings.model, whitening))
+    return Embedder(embedder_config(settings.model, whitening, settings.cache_dir))
 
 
 def model_batch_size(settings: Settings) -> int:
-    """Images per model batch: the configured size, or the backbone family's default on the
-    device the settings pick."""
-    model = settings.model
-    return tuned_batch_size(model.backbone, pick_device(model.device), model.batch_size,
-                            model.image_size)
+    """Images per model batch: the configured size, or the default of the backbone family, the
+    device and the engine the settings pick (the embedder's own rule, the model not loaded)."""
+    return Embedder(embedder_config(settings.model)).batch_size
 
 
 def blobs_from(settings: Settings) -> BlobStore:

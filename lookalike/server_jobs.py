@@ -73,6 +73,7 @@ def eval_env_from(
         cache_dir=settings.cache_dir, milvus=settings.milvus,
         local=local_features_from(retrieval), min_inliers=retrieval.min_inliers,
         batch_size=model_batch_size(settings), threads=settings.model.threads,
+        engine=settings.model.engine,
         decode_px=settings.model.decode_px, max_pixels=settings.model.max_pixels,
         ann=ann, latency_queries=latency_queries, progress=progress, on_embedded=on_embedded,
     )

@@ -65,9 +65,10 @@ def gradient_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Im
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    """One loaded test embedder for the whole session."""
-    model = embedder_from(make_settings(Path("unused")))
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """One loaded test embedder for the whole session (its exported graph cached in a
+    temporary folder)."""
+    model = embedder_from(make_settings(tmp_path_factory.mktemp("embedder")))
     model.load()
     return model
 

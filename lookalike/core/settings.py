@@ -115,18 +115,31 @@ class ModelSettings(_Section):
     gem_p: float = Field(1.0, gt=0)
     batch_size: int = Field(
         0, ge=0, le=4096,
-        description="Images per model batch; 0: the backbone family's default on the device "
-        "(32 on the CPU, 128-512 on CUDA).",
+        description="Images per model batch; 0: the default for the device and engine "
+        "(on the CPU 16 with onnxruntime, 8 with torch; 128-512 on CUDA).",
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="Inference precision; auto: fp16 autocast on CUDA, fp32 on the CPU.",
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto", description="Inference precision; auto: fp16 autocast on CUDA, fp32 on the CPU. "
+        "int8: the static int8 graph of int8_model (`lookalike quantize` makes it), on the CPU "
+        "with onnxruntime; another embedding than fp32, so it needs its own collection "
+        "(`lookalike reindex`).",
+    )
+    int8_model: str = Field(
+        "", description="With precision int8: the int8 graph file `lookalike quantize` wrote.",
     )
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto", description="NHWC memory format for convolutions; auto: on CUDA only.",
     )
     compile: bool = Field(
         False, description="torch.compile the network (minutes at start; faster steady state).",
+    )
+    engine: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="What runs the network: onnxruntime (exported to ONNX once per "
+        "model and input size, cached under <data_dir>/cache/onnx) or torch; auto: onnxruntime "
+        "on the CPU in fp32 (1.4-3x faster there), torch on CUDA, with fp16/bf16, compile or "
+        "channels_last, and for a network the exporter cannot take. Descriptors agree across "
+        "engines (cosine >= 0.9999): no re-index when it changes.",
     )
     decoder: Literal["auto", "pil", "tensor"] = Field(
         "auto", description="JPEG decoding for embedding: tensor decodes batches on the device "

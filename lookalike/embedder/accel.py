@@ -17,7 +17,7 @@ from torch import nn
 
 from lookalike.embedder.errors import EmbedderError
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 Toggle = Literal["auto", "on", "off"]
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -32,7 +32,10 @@ _CUDA_BATCH = (
     ("vit", 256), ("wide_resnet", 128), ("densenet", 128), ("vgg", 128),
 )
 _CUDA_DEFAULT_BATCH = 128
-CPU_BATCH = 32
+# Images per model batch on the CPU, by engine: the fastest per image in `lookalike bench embed
+# --sweep` (efficientnet_lite0, 2 cores: ONNX Runtime 261 images/s at 16 against 240 at 32,
+# torch 76 at 8 against 47 at 32; docs/BENCHMARKS.md).
+CPU_BATCH = {"onnxruntime": 16, "torch": 8}
 _NATIVE_PX = 224
 
 
@@ -48,10 +51,13 @@ class AccelPlan:
     dtype: torch.dtype | None  # None: float32, no autocast
     channels_last: bool
     compile: bool
+    # A static int8 graph (made by `lookalike quantize`) run by ONNX Runtime on the CPU.
+    int8: bool = False
 
     def describe(self) -> str:
         """A short label, e.g. `cuda:0 fp16 channels_last`."""
-        parts = [str(self.device), {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
+        parts = [str(self.device), "int8" if self.int8 else {
+            torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
             self.dtype, "fp32") if self.dtype is not None else "fp32"]
         if self.channels_last:
             parts.append("channels_last")
@@ -66,6 +72,9 @@ def plan_for(device: torch.device, precision: Precision = "auto", channels_last:
     layout on the CPU (where autocast is slower than fp32 on most cores)."""
     cuda = device.type == "cuda"
     name = ("fp16" if cuda else "fp32") if precision == "auto" else precision
+    if name == "int8" and cuda:
+        raise AccelUnsupported(
+            "precision int8 runs on the CPU (onnxruntime); on CUDA use fp16, bf16 or fp32")
     if name == "fp16" and not cuda:
         raise AccelUnsupported(
             "precision fp16 needs a CUDA device; on the CPU use bf16 or fp32"
@@ -74,7 +83,7 @@ def plan_for(device: torch.device, precision: Precision = "auto", channels_last:
         raise AccelUnsupported(f"{device} does not support bf16; use fp16 or fp32")
     layout = cuda if channels_last == "auto" else channels_last == "on"
     return AccelPlan(device=device, dtype=_DTYPES.get(name), channels_last=layout,
-                     compile=compile_net)
+                     compile=compile_net, int8=name == "int8")
 
 
 def prepare(net: nn.Module, plan: AccelPlan) -> nn.Module:
@@ -99,13 +108,14 @@ def autocast(plan: AccelPlan) -> Iterator[None]:
 
 
 def tuned_batch_size(backbone: str, device: torch.device, configured: int = 0,
-                     input_size: int = 0) -> int:
-    """`configured` when set, else the default for the backbone family on the device: 32 on
-    the CPU (a larger batch is no faster per image there), more on CUDA, scaled by input area."""
+                     input_size: int = 0, engine: str = "torch") -> int:
+    """`configured` when set, else the default for the backbone family on the device: on the
+    CPU the engine's (CPU_BATCH: larger batches were slower per image there), more on CUDA,
+    scaled by input area."""
     if configured:
         return configured
     if device.type != "cuda":
-        return CPU_BATCH
+        return CPU_BATCH[engine]
     batch = next((n for prefix, n in _CUDA_BATCH if backbone.startswith(prefix)),
                  _CUDA_DEFAULT_BATCH)
     if input_size > _NATIVE_PX:

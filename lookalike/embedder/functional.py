@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 # R-MAC's regions overlap their neighbours by about this fraction (Tolias et al. 2016).
 _RMAC_OVERLAP = 0.4
@@ -34,8 +33,9 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
 
     p = 1 is average pooling and p -> inf tends to max pooling.
     """
-    pooled = F.avg_pool2d(x.clamp(min=eps).pow(p), (x.size(-2), x.size(-1)))
-    return pooled.pow(1.0 / p).flatten(1)
+    # A mean over the spatial dimensions rather than avg_pool2d with the map's size as kernel:
+    # the same numbers, and an exported graph keeps its input size free.
+    return x.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
 def rmac_regions(height: int, width: int, levels: int = 3) -> list[tuple[int, int, int, int]]:

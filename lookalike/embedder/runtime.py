@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from collections import deque
@@ -23,7 +24,6 @@ from lookalike.embedder.accel import (
     DeviceFeeder,
     Precision,
     Toggle,
-    autocast,
     plan_for,
     prepare,
     tuned_batch_size,
@@ -35,9 +35,20 @@ from lookalike.embedder.backbones import (
     build_backbone,
     ensemble_members,
 )
+from lookalike.embedder.engines import (
+    ENGINES,
+    EngineName,
+    EngineUnavailable,
+    NetRunner,
+    OnnxRunner,
+    choose_engine,
+    export_onnx,
+    torch_runner,
+)
 from lookalike.embedder.errors import EmbedderError, ImageError, WeightsUnavailable
 from lookalike.embedder.layers import POOLINGS
 from lookalike.embedder.model import RetrievalNet
+from lookalike.embedder.quantize import int8_id
 from lookalike.embedder.spec import EmbedderSpec, draft_size, tta_sizes
 from lookalike.embedder.tensor_decode import decode_jpegs, resize_tensor, tensor_decodable
 from lookalike.embedder.transforms import (
@@ -49,6 +60,7 @@ from lookalike.embedder.transforms import (
 )
 from lookalike.embedder.whitening import PCAWhitening, WhiteningError
 
+log = logging.getLogger("lookalike.embedder")
 # Below this a stride-32 backbone has no feature map left to pool.
 MIN_INPUT_PX = 32
 MAX_SCALE = 2.0
@@ -97,8 +109,17 @@ class EmbedderConfig:
     # One forward pass per input size at load, so the first request does not pay for
     # kernel selection, allocator growth or compilation.
     warmup: bool = True
+    # What runs the network (see engines.py): auto is ONNX Runtime on the CPU in fp32 or int8,
+    # torch otherwise.
+    engine: EngineName = "auto"
+    # Where exported ONNX graphs are kept between runs; None: exported at every load.
+    cache_dir: Path | None = None
+    # With precision int8: the int8 graph `lookalike quantize` made for this model.
+    int8_model: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; known: {', '.join(POOLINGS)}")
         if not self.scales:
@@ -154,7 +175,8 @@ def category_names(classes: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class _Member:
-    """One network of the embedder (an ensemble has several) with its input sizes."""
+    """One network of the embedder (an ensemble has several) with its input sizes, and what
+    runs it."""
 
     backbone: Backbone
     net: nn.Module
@@ -163,6 +185,57 @@ class _Member:
     sizes: tuple[int, ...]
     dim: int
     classes: int
+    run: NetRunner
+    engine: str
+    # The int8 graph's id ("" in float): part of the model spec, it is another embedding.
+    quantization: str = ""
+
+
+def _int8_runner(config: EmbedderConfig, sizes: tuple[int, ...], members: int,
+                 width: int) -> tuple[NetRunner, str]:
+    """The int8 graph of the config run by ONNX Runtime, and its id; EmbedderError when it is
+    missing or made for another model."""
+    if members > 1 or len(set(sizes)) > 1:
+        raise EmbedderError("precision int8 takes one backbone at one input size (no ensemble, "
+                            "test-time scales [1.0]); flip is fine")
+    if config.int8_model is None:
+        raise EmbedderError("precision int8 needs the int8 graph of the model: make one with "
+                            "`lookalike quantize IMAGES_DIR` and set LOOKALIKE_MODEL__INT8_MODEL "
+                            "to the file it writes")
+    try:
+        graph = config.int8_model.read_bytes()
+    except OSError as exc:
+        raise EmbedderError(f"cannot read the int8 graph {config.int8_model}: {exc}") from exc
+    run = OnnxRunner.from_graph(graph, sizes[0], config.threads)
+    try:
+        fits = run(torch.zeros(1, 3, sizes[0], sizes[0])).shape[1] == width
+    except Exception:  # ONNX Runtime refuses inputs of another size than the graph's
+        fits = False
+    if not fits:
+        raise EmbedderError(f"the int8 graph {config.int8_model} was made for another model "
+                            f"(not {sizes[0]} px inputs to {width} columns); make it again with "
+                            "`lookalike quantize`")
+    return run, int8_id(graph)
+
+
+def _runner(config: EmbedderConfig, plan: AccelPlan, net: nn.Module, identity: dict[str, object],
+            sizes: tuple[int, ...], members: int, width: int) -> tuple[NetRunner, str, str]:
+    """What runs `net` (one of `members`, rows `width` wide) under the config's engine and
+    precision, that engine's name, and the int8 graph's id ("" in float). `auto` falls back to
+    torch, saying why, for a network ONNX Runtime cannot run; an explicit `onnxruntime` fails."""
+    engine = choose_engine(config.engine, plan)
+    if plan.int8:
+        run, quantization = _int8_runner(config, sizes, members, width)
+        return run, engine, quantization
+    if engine == "onnxruntime":
+        try:
+            runner = OnnxRunner.build(net, identity, sizes, config.cache_dir, config.threads)
+            return runner, engine, ""
+        except EngineUnavailable as exc:
+            if config.engine == "onnxruntime":
+                raise
+            log.warning("%s runs on torch: %s", identity["backbone"], exc)
+    return torch_runner(net, plan), "torch", ""
 
 
 def _build_members(config: EmbedderConfig, plan: AccelPlan) -> tuple[_Member, ...]:
@@ -180,9 +253,19 @@ def _build_members(config: EmbedderConfig, plan: AccelPlan) -> tuple[_Member, ..
     for backbone in backbones:
         size = config.input_size or backbone.input_size
         sizes = check_tta(backbone, size, config.scales)
-        net = RetrievalNet(backbone, config.pooling, config.gem_p,
-                           semantic_weight=config.semantic_weight, logits=logits)
-        members.append(_Member(backbone, prepare(net, plan), size, sizes, net.dim, net.classes))
+        retrieval = RetrievalNet(backbone, config.pooling, config.gem_p,
+                                 semantic_weight=config.semantic_weight, logits=logits)
+        net = prepare(retrieval, plan)
+        # Everything the exported graph depends on besides the input size.
+        identity: dict[str, object] = {
+            "backbone": backbone.name, "weights": backbone.weights_id, "pooling": config.pooling,
+            "gem_p": float(config.gem_p), "semantic_weight": float(config.semantic_weight),
+            "logits": logits, "dim": retrieval.dim, "classes": retrieval.classes}
+        width = retrieval.dim + (retrieval.classes if logits else 0)
+        run, engine, quantization = _runner(config, plan, net, identity, sizes, len(backbones),
+                                            width)
+        members.append(_Member(backbone, net, size, sizes, retrieval.dim, retrieval.classes, run,
+                               engine, quantization))
     if logits and len({m.classes for m in members}) > 1:
         raise EmbedderError(
             f"the members of ensemble {config.backbone!r} predict different numbers of classes "
@@ -216,9 +299,10 @@ class Embedder:
 
     @property
     def batch_size(self) -> int:
-        """Images per model batch: the configured size, or the family's default on the device."""
+        """Images per model batch: the configured size, or the family's default on the device
+        for the engine the config picks (known without loading the model)."""
         return tuned_batch_size(self.config.backbone, self.device, self.config.batch_size,
-                                self.config.input_size)
+                                self.config.input_size, choose_engine(self.config.engine, self.plan))
 
     @property
     def decodes_on_device(self) -> bool:
@@ -258,6 +342,8 @@ class Embedder:
                 dim=whitening.dim if whitening is not None else dim,
                 decode_px=config.decode_px, scales=tuple(float(s) for s in config.scales),
                 flip=config.flip, semantic_weight=float(config.semantic_weight),
+                quantization=ENSEMBLE_JOIN.join(m.quantization for m in members
+                                                 if m.quantization),
             )
         if config.warmup:
             self._warm_up()
@@ -410,6 +496,20 @@ class Embedder:
             total = LF.l2n(total.float())
         return total, logits
 
+    def onnx_graph(self, member: int = 0) -> bytes:
+        """A member's network exported to ONNX at its input size (fp32, padding folded): what
+        ONNX Runtime runs, and what `lookalike quantize` starts from."""
+        self.load()
+        chosen = self._members[member]
+        return export_onnx(chosen.net, chosen.input_size)
+
+    @property
+    def engine(self) -> str:
+        """What runs the network: `onnxruntime` or `torch` (an ensemble whose members run on
+        both: their names joined by `+`, in member order); loads the model."""
+        self.load()
+        return ENSEMBLE_JOIN.join(dict.fromkeys(m.engine for m in self._members))
+
     @property
     def members(self) -> tuple[str, ...]:
         """The backbone name of each network, in descriptor order: one, or an ensemble's
@@ -432,9 +532,8 @@ class Embedder:
         the plan's precision; asynchronous on CUDA (the result is ready once read). Rows are
         the member's raw descriptor, then its class logits where it has a classifier."""
         self.load()
-        with torch.inference_mode(), self._lock, autocast(self.plan):
-            out: torch.Tensor = self._members[member].net(pixels)
-            return out
+        with self._lock:
+            return self._members[member].run(pixels)
 
     def _resized(self, images: Sequence[Image.Image | torch.Tensor], size: int) -> torch.Tensor:
         """N x size x size x 3 uint8 on the device: PIL images resized on the host and copied,

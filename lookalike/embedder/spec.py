@@ -38,6 +38,9 @@ class EmbedderSpec:
     flip: bool = False
     semantic_weight: float = 0.0
     version: int = SPEC_VERSION
+    # "int8-<hash of the int8 graph>" for an int8 model (another embedding); "" in float, and
+    # then left out of the dict, so specs stored before it existed still compare equal.
+    quantization: str = ""
 
     def draft_px(self) -> int:
         """The JPEG draft size this model's inputs are decoded at (see `draft_size`)."""
@@ -47,4 +50,6 @@ class EmbedderSpec:
         """A JSON-able dict of the spec, keys in field order (scales as a list)."""
         spec = asdict(self)
         spec["scales"] = [float(s) for s in self.scales]
+        if not self.quantization:
+            del spec["quantization"]
         return spec

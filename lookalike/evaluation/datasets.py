@@ -1,10 +1,13 @@
-"""Evaluation dataset layouts (see shared/datasets/README.md).
+"""Evaluation dataset layouts (docs/DATASETS.md states them and their protocols).
 
 Class layout: `images/<class>/<file>` with `labels.json` (class -> files); every image queries all
 the others and an answer is relevant when it has the query's class.
 Instance layout: `images/<file>` with `groundtruth.json` (query file -> relevant files, the query
-excluded); the database is every file named as relevant, and a query outside it is searched by
-its bytes.
+excluded) and optionally `junk.json` (query file -> files that count neither way for it). Every
+image under `images/` is in the database: the files the ground truth names, and the distractors
+it names nowhere. A query that no query names as relevant was taken apart from the database (a
+phone photo of a cover, say) and is searched by its bytes; any other query is a database image.
+Each query's junk is removed from its ranking before scoring (the Oxford and Paris protocol).
 Plain labelled folder: `<class>/<image files>` (no JSON); the sub-folder names are the classes,
 every image is in the database, and each image of a class with two or more images queries the
 others (an image alone in its class is only a distractor).
@@ -13,6 +16,7 @@ others (an image alone in its class is only a distractor).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,24 +25,30 @@ from lookalike.core.errors import ConfigError
 from lookalike.core.paths import PathRefused, relative_name, shown, within_dataset
 from lookalike.ingestion.sources import IMAGE_SUFFIXES, SourceItem
 
+CLASS_PROTOCOL = "class: every image queries all the others; relevant = the same class"
+
 
 @dataclass(frozen=True, slots=True)
 class EvalQuery:
-    """One query: its file, whether it is in the database, and what is relevant to it."""
+    """One query: its file, whether it is in the database, what is relevant to it, and what is
+    junk for it (removed from its ranking before scoring); files by their database sources."""
 
     path: Path
     in_database: bool
     relevant: frozenset[str]
+    junk: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class EvalDataset:
-    """A labelled dataset ready to ingest and query."""
+    """A labelled dataset ready to ingest and query, and the protocol it is scored by, in
+    words."""
 
     name: str
     kind: Literal["class", "instance"]
     database: list[SourceItem]
     queries: list[EvalQuery]
+    protocol: str = CLASS_PROTOCOL
 
 
 def _read_json(path: Path) -> object:
@@ -99,29 +109,72 @@ def _class_dataset(root: Path, confine: bool) -> EvalDataset:
     return EvalDataset(root.name, "class", database, queries)
 
 
-def _instance_dataset(root: Path, confine: bool) -> EvalDataset:
-    truth = _read_json(root / "groundtruth.json")
-    if not isinstance(truth, dict) or not all(
+def _name_lists(root: Path, manifest: str, required: bool) -> dict[str, list[str]]:
+    """`manifest` (query file -> list of file names) read and checked; {} when it is not there
+    and not `required`."""
+    path = root / manifest
+    if not required and not path.is_file():
+        return {}
+    lists = _read_json(path)
+    if not isinstance(lists, dict) or not all(
             isinstance(files, list) and all(isinstance(f, str) for f in files)
-            for files in truth.values()):
-        raise ConfigError(f"{root / 'groundtruth.json'} must map query file -> list of relevant "
-                          "file names")
+            for files in lists.values()):
+        raise ConfigError(f"{path} must map query file -> list of file names")
+    return lists
+
+
+def _image_files(folder: Path, root: Path, confine: bool) -> dict[str, Path]:
+    """Every image under `folder`, recursively, by its name relative to it (hidden files and
+    folders left out), resolved (see `_resolved`)."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            relative = path.relative_to(folder).as_posix()
+            found[relative] = _resolved(root, path, shown(relative), confine)
+    return found
+
+
+def _instance_dataset(root: Path, confine: bool) -> EvalDataset:
+    truth = _name_lists(root, "groundtruth.json", required=True)
+    junk = _name_lists(root, "junk.json", required=False)
     images = root / "images"
 
-    def path_of(name: object) -> Path:
-        return _member(root, images, name, "groundtruth.json", confine)
+    def path_of(name: object, manifest: str) -> Path:
+        return _member(root, images, name, manifest, confine)
 
-    names = sorted({f for files in truth.values() for f in files})
-    database = [_item(path_of(n), "") for n in names]
-    in_database = set(names)
+    named = {n: path_of(n, "groundtruth.json") for n in {*truth, *(f for v in truth.values()
+                                                                    for f in v)}}
+    ignored = {n: path_of(n, "junk.json") for n in {f for v in junk.values() for f in v}}
+    _missing(list({**named, **ignored}.values()), root, "groundtruth.json or junk.json")
+    unknown = sorted(set(junk) - set(truth))
+    if unknown:
+        raise ConfigError(f"junk.json names {len(unknown)} queries groundtruth.json does not, "
+                          f"e.g. {unknown[0]!r}")
+    answers = {f for files in truth.values() for f in files}
+    apart = set(truth) - answers  # queries taken apart from the database
+    files = _image_files(images, root, confine) if images.is_dir() else {}
+    database_paths = {str(p): p for n, p in {**files, **named}.items() if n not in apart}
+    database = [_item(p, "") for _, p in sorted(database_paths.items())]
     queries = [
-        EvalQuery(path=path_of(q), in_database=q in in_database,
-                  relevant=frozenset(str(path_of(r)) for r in rel))
+        EvalQuery(path=named[q], in_database=q not in apart,
+                  relevant=frozenset(str(named[r]) for r in rel),
+                  junk=frozenset(str(ignored[j]) for j in junk.get(q, ())) - {str(named[q])})
         for q, rel in sorted(truth.items())
     ]
-    _missing([item.path for item in database] + [q.path for q in queries], root,
-             "groundtruth.json")
-    return EvalDataset(root.name, "instance", database, queries)
+    distractors = len(database) - len({str(named[n]) for n in named if n not in apart})
+    junk_count = sum(len(q.junk) for q in queries)
+    protocol = (
+        f"instance: the database is every image under images/ but the queries taken apart "
+        f"from it ({len(database)} images, {distractors} distractors the ground truth names "
+        f"nowhere); {len(queries)} queries, {len(apart)} of them taken apart and searched by "
+        "their bytes; "
+        + (f"junk.json: {junk_count} junk answers removed from the rankings before scoring"
+           if junk else "no junk.json"))
+    return EvalDataset(root.name, "instance", database, queries, protocol)
 
 
 def _class_images(folder: Path, root: Path, confine: bool) -> list[Path]:

@@ -33,6 +33,7 @@ class EvalResult:
 
     dataset: str
     kind: str
+    protocol: str
     images: int
     scores: RankingScores
     backbone: str
@@ -44,6 +45,7 @@ class EvalResult:
         out: dict[str, Any] = {
             "dataset": self.dataset,
             "kind": self.kind,
+            "protocol": self.protocol,
             "images": self.images,
             "queries": self.scores.queries,
             "p@1": round(self.scores.p_at_1, 4),
@@ -96,16 +98,18 @@ def evaluate(
                     response = client.search(image=read_exact(query.path),
                                              top_k=min(stored, MAX_TOP_K),
                                              ids_only=True)
-                return [source_of.get(hit.id, "") in query.relevant for hit in response.hits]
+                sources = (source_of.get(hit.id, "") for hit in response.hits)
+                # Junk is removed from the ranking before scoring (Oxford and Paris protocol).
+                return [s in query.relevant for s in sources if s not in query.junk]
 
             with ThreadPoolExecutor(QUERY_THREADS) as pool:
                 rankings = list(tqdm(pool.map(ranking, dataset.queries), total=len(dataset.queries),
                                      unit="query", disable=not progress))
     finally:
         server.stop(grace_s=1.0)
-    n_relevant = [len(q.relevant) for q in dataset.queries]
+    n_relevant = [len(q.relevant - q.junk) for q in dataset.queries]
     return EvalResult(
-        dataset=dataset.name, kind=dataset.kind, images=stored,
+        dataset=dataset.name, kind=dataset.kind, protocol=dataset.protocol, images=stored,
         scores=score_rankings(rankings, n_relevant), backbone=embedder.spec.backbone,
         ingest=report, search_seconds=time.perf_counter() - started,
     )

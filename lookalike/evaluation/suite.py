@@ -27,12 +27,14 @@ from lookalike.core.paths import read_exact
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
 from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
+from lookalike.embedder.engines import EngineName
 from lookalike.embedder.local_features import LocalFeatureConfig, LocalFeatures, features_of
 from lookalike.embedder.runtime import Embedder, EmbedderConfig
 from lookalike.evaluation.cache import cache_key, cached_array, cached_features
 from lookalike.evaluation.configs import EvalConfig
 from lookalike.evaluation.datasets import EvalDataset
 from lookalike.evaluation.ranking import Prepared, expand, full_ranking, prepare, verify_rankings
+from lookalike.ingestion.model_config import engine_cache
 
 F32 = NDArray[np.float32]
 PK_MAX = 50
@@ -57,6 +59,7 @@ class EvalEnv:
     min_inliers: int = 12
     batch_size: int = 32
     threads: int = 0
+    engine: EngineName = "auto"
     decode_px: int = 256
     max_pixels: int = 50_000_000
     ann: bool = True
@@ -73,6 +76,7 @@ class ConfigResult:
     config: EvalConfig
     dataset: str
     kind: str
+    protocol: str
     images: int
     queries: int
     scores: dict[str, float]
@@ -88,8 +92,8 @@ class ConfigResult:
     def as_json(self) -> dict[str, Any]:
         """The foundation's eval keys, plus ndcg@10, the configuration and its measurements."""
         out: dict[str, Any] = {
-            "dataset": self.dataset, "kind": self.kind, "images": self.images,
-            "queries": self.queries,
+            "dataset": self.dataset, "kind": self.kind, "protocol": self.protocol,
+            "images": self.images, "queries": self.queries,
             **{k: round(v, 4) for k, v in self.scores.items()},
             "backbone": self.config.backbone,
             "ingest_images_per_s": round(self.embed_images_per_s, 2),
@@ -115,6 +119,7 @@ class _Layout:
     self_index: list[int]
     external_paths: list[Path]
     relevant: NDArray[np.bool_]  # queries x database
+    junk: NDArray[np.bool_]  # queries x database: neither right nor wrong, left out
 
 
 def _layout(dataset: EvalDataset) -> _Layout:
@@ -123,6 +128,7 @@ def _layout(dataset: EvalDataset) -> _Layout:
     self_index: list[int] = []
     external: list[Path] = []
     relevant = np.zeros((len(dataset.queries), len(db_paths)), dtype=bool)
+    junk = np.zeros_like(relevant)
     for q, query in enumerate(dataset.queries):
         source = str(query.path.absolute())
         if query.in_database:
@@ -132,8 +138,20 @@ def _layout(dataset: EvalDataset) -> _Layout:
             external.append(query.path)
         for r in query.relevant:
             relevant[q, row_of[r]] = True
+        for j in query.junk:
+            if (row := row_of.get(j)) is not None:
+                junk[q, row] = True
+    relevant &= ~junk
     return _Layout(db_paths, [item.label for item in dataset.database], self_index, external,
-                   relevant)
+                   relevant, junk)
+
+
+def without_junk(rankings: NDArray[np.int64], junk: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """Each query's ranking with its junk moved to the end (kept in order otherwise): scored
+    with junk never relevant, the ranks before it are those of the ranking with the junk
+    removed, as the Oxford and Paris protocol scores."""
+    is_junk = np.take_along_axis(junk, rankings, axis=1)
+    return np.take_along_axis(rankings, np.argsort(is_junk, axis=1, kind="stable"), axis=1)
 
 
 def _embedder(config: EvalConfig, env: EvalEnv) -> Embedder:
@@ -141,7 +159,7 @@ def _embedder(config: EvalConfig, env: EvalEnv) -> Embedder:
         backbone=config.backbone, pooling=config.pooling, gem_p=config.gem_p,
         scales=config.scales, flip=config.flip, semantic_weight=config.semantic_weight,
         batch_size=env.batch_size, threads=env.threads, decode_px=env.decode_px,
-        max_pixels=env.max_pixels,
+        max_pixels=env.max_pixels, engine=env.engine, cache_dir=engine_cache(env.cache_dir),
     ))
 
 
@@ -186,7 +204,9 @@ class _Descriptors:
 
 
 def _descriptors(config: EvalConfig, layout: _Layout, env: EvalEnv, dataset: str) -> _Descriptors:
-    key = config.embed_key()
+    # The engine is part of the key: the two agree to float noise, but the rate kept with the
+    # descriptors is the engine's own.
+    key = {**config.embed_key(), "engine": env.engine}
     root = env.cache_dir / "eval" / dataset
     timing: dict[str, float] = {}
 
@@ -321,6 +341,7 @@ def iter_evaluate(dataset: EvalDataset, configs: Sequence[EvalConfig],
                                            db_features, env.local, env.min_inliers,
                                            memo=inlier_memo)
             rank_seconds = time.perf_counter() - started
+            rankings = without_junk(rankings, layout.junk)
             rel = np.take_along_axis(layout.relevant, rankings, axis=1)
             scores = score_matrix(rel, n_relevant)
             curve_len = min(PK_MAX, rel.shape[1])
@@ -338,7 +359,7 @@ def iter_evaluate(dataset: EvalDataset, configs: Sequence[EvalConfig],
                      ["verification applies to instance collections; off for class datasets"])
             yield ConfigResult(
                 config=config, dataset=dataset.name, kind=dataset.kind,
-                images=len(layout.db_paths), queries=len(layout.self_index),
+                protocol=dataset.protocol, images=len(layout.db_paths), queries=len(layout.self_index),
                 scores=scores.mean(), pk_curve=[float(x) for x in curve], per_class_ap=per_class,
                 recall=recall, latency_ms=latency, embed_images_per_s=descriptors.images_per_s,
                 rank_seconds=rank_seconds, verified=verified, notes=notes,

@@ -10,8 +10,10 @@ from lookalike.embedder.runtime import EmbedderConfig
 from lookalike.embedder.whitening import PCAWhitening
 
 
-def embedder_config(model: ModelSettings, whitening: PCAWhitening | None = None) -> EmbedderConfig:
-    """The config of the embedder `model` describes, `whitening` applied to its output."""
+def embedder_config(model: ModelSettings, whitening: PCAWhitening | None = None,
+                    cache_dir: Path | None = None) -> EmbedderConfig:
+    """The config of the embedder `model` describes, `whitening` applied to its output; its
+    exported ONNX graphs are kept under `cache_dir` (the settings' cache), when given."""
     return EmbedderConfig(
         backbone=model.backbone,
         weights=Path(model.weights) if model.weights else None,
@@ -32,4 +34,12 @@ def embedder_config(model: ModelSettings, whitening: PCAWhitening | None = None)
         compile=model.compile,
         decoder=model.decoder,
         warmup=model.warmup,
+        engine=model.engine,
+        cache_dir=engine_cache(cache_dir),
+        int8_model=Path(model.int8_model) if model.int8_model else None,
     )
+
+
+def engine_cache(cache_dir: Path | None) -> Path | None:
+    """Where the exported ONNX graphs live under a cache folder."""
+    return cache_dir / "onnx" if cache_dir is not None else None

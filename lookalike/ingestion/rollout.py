@@ -89,10 +89,10 @@ def version_model(settings: ModelSettings, model: ModelVersion, weights: Path) -
     })
 
 
-def _embedder(model: ModelSettings) -> Embedder:
+def _embedder(model: ModelSettings, cache_dir: Path) -> Embedder:
     """The in-process embedder for these model settings (unwhitened: a fine-tuned model's
     descriptors are served as trained)."""
-    return Embedder(embedder_config(model))
+    return Embedder(embedder_config(model, cache_dir=cache_dir))
 
 
 def _learned_hash(registry: ModelRegistry, model: ModelVersion) -> ItqHash | None:
@@ -129,7 +129,7 @@ def roll_out(
     itq = _learned_hash(registry, model)
     weights = registry.weights_file(model.version, settings.cache_dir)
     model_settings = version_model(settings.model, model, weights)
-    embedder = _embedder(model_settings)
+    embedder = _embedder(model_settings, settings.cache_dir)
     if itq is not None and itq.input_dim != embedder.spec.dim:
         raise ConfigError(
             f"model {model.version}'s hash codes {itq.input_dim}-d descriptors, but it embeds "

@@ -29,6 +29,7 @@ from lookalike.embedder.backbones import build_backbone
 from lookalike.embedder.hashing import ItqHash, hamming_distances, itq_from_linear
 from lookalike.embedder.runtime import Embedder, EmbedderConfig
 from lookalike.embedder.training import EpochLog, TrainConfig, train
+from lookalike.ingestion.model_config import engine_cache
 from lookalike.training.curves import write_curves
 from lookalike.training.data import LabelledImages, load_images, split_by_image
 
@@ -154,7 +155,8 @@ def _embedder(settings: Settings, backbone: str, weights: Path | None, gem_p: fl
     return Embedder(EmbedderConfig(
         backbone=backbone, weights=weights, input_size=model.image_size, pooling="gem", gem_p=gem_p,
         batch_size=model.batch_size, device="cpu", threads=model.threads,
-        max_pixels=model.max_pixels, decode_px=model.decode_px,
+        max_pixels=model.max_pixels, decode_px=model.decode_px, engine=model.engine,
+        cache_dir=engine_cache(settings.cache_dir),
     ))
 
 

@@ -53,8 +53,10 @@ def test_fp16_on_the_cpu_is_refused_with_the_alternatives() -> None:
 
 
 def test_batch_size_is_configured_or_tuned_per_family_and_device() -> None:
-    """A configured size wins; else 32 on the CPU, the family's size on CUDA, less for big inputs."""
-    assert tuned_batch_size("resnet50", CPU) == 32
+    """A configured size wins; else the engine's on the CPU, the family's size on CUDA, less for
+    big inputs."""
+    assert tuned_batch_size("resnet50", CPU) == 8
+    assert tuned_batch_size("resnet50", CPU, engine="onnxruntime") == 16
     assert tuned_batch_size("resnet50", CUDA) == 256
     assert tuned_batch_size("mobilenet_v3_large", CUDA) == 512
     assert tuned_batch_size("vgg16", CUDA) == 128
@@ -64,7 +66,8 @@ def test_batch_size_is_configured_or_tuned_per_family_and_device() -> None:
     assert tuned_queue_batches(CPU) == 2
     assert tuned_queue_batches(CUDA) == 4
     assert tuned_queue_batches(CUDA, configured=9) == 9
-    assert Embedder(EmbedderConfig(device="cpu")).batch_size == 32
+    assert Embedder(EmbedderConfig(device="cpu")).batch_size == 16
+    assert Embedder(EmbedderConfig(device="cpu", engine="torch")).batch_size == 8
 
 
 def test_feeder_on_the_cpu_hands_the_tensor_through() -> None:

@@ -23,8 +23,11 @@ from tests.conftest import encode, gradient_image
 
 
 def lite0(**options: Any) -> Embedder:
-    """A loaded CPU efficientnet_lite0 embedder with these config options."""
-    embedder = Embedder(EmbedderConfig(backbone="efficientnet_lite0", device="cpu", threads=2, **options))
+    """A loaded CPU efficientnet_lite0 embedder with these config options, on torch: these
+    tests compare with the bare torch network bit for bit (tests/embedder/test_engines.py holds
+    ONNX Runtime to it)."""
+    embedder = Embedder(EmbedderConfig(backbone="efficientnet_lite0", device="cpu", threads=2,
+                                       engine="torch", **options))
     embedder.load()
     return embedder
 

@@ -7,8 +7,11 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 from PIL import Image
+from skimage import data
 
 from lookalike.cli import main
 from lookalike.core.settings import Settings
@@ -143,3 +146,67 @@ def test_plot_writes_png(class_root: Path, settings: Settings, tmp_path: Path) -
     results = evaluate_configs(load_dataset(class_root), [BASELINE], _env(settings, ann=False))
     path = plot_pk(results, tmp_path / "sub" / "p.png", "t")
     assert path.stat().st_size > 1000
+
+
+def _photo(name: str) -> Image.Image:
+    """A photograph scikit-image ships."""
+    return Image.fromarray(getattr(data, name)())
+
+
+def _noisy(base: NDArray[np.float32], sigma: float, seed: int) -> Image.Image:
+    """`base` with Gaussian noise of `sigma` grey levels (0: the image itself)."""
+    noise = np.random.default_rng(seed).normal(0.0, sigma, base.shape) if sigma else 0.0
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def _instance_set_with_distractors_and_junk(root: Path, junk: bool) -> Path:
+    """Two queries apart from the database. q1 (a photograph) has two relevant near-copies, r1
+    (light noise) and r2 (heavy noise), a distractor between them in similarity, d1, and an
+    exact copy, `same`, that junk.json (when written) ignores for it; q2 (another photograph)
+    has one light near-copy, r3. Three unrelated photographs are further distractors."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    astronaut = np.asarray(_photo("astronaut").resize((256, 256)), np.float32)
+    coffee = np.asarray(_photo("coffee").resize((300, 200)), np.float32)
+    files = {"q1.png": _noisy(astronaut, 0, 0), "same.png": _noisy(astronaut, 0, 0),
+             "r1.png": _noisy(astronaut, 15, 1), "d1.png": _noisy(astronaut, 40, 2),
+             "r2.png": _noisy(astronaut, 80, 3), "q2.png": _noisy(coffee, 0, 0),
+             "r3.png": _noisy(coffee, 15, 4)}
+    for name in ("chelsea", "rocket", "immunohistochemistry"):
+        files[f"{name}.png"] = _photo(name)
+    for name, image in files.items():
+        (images / name).write_bytes(encode(image, "PNG"))
+    (root / "groundtruth.json").write_text(json.dumps(
+        {"q1.png": ["r1.png", "r2.png"], "q2.png": ["r3.png"]}))
+    if junk:
+        (root / "junk.json").write_text(json.dumps({"q1.png": ["same.png"]}))
+    return root
+
+
+@pytest.mark.parametrize(("junk", "expected_map", "expected_p1"), [
+    # q1 ranks same, r1, d1, r2, then the rest; junk removed: r1 at 1, r2 at 3 ->
+    # AP (1/1 + 2/3) / 2 = 5/6; q2 ranks r3 first -> AP 1. mAP 11/12.
+    (True, 11 / 12, 1.0),
+    # Without junk.json the copy counts as wrong: r1 at 2, r2 at 4 -> AP (1/2 + 2/4) / 2 =
+    # 1/2; mAP 3/4, and q1's first answer is wrong.
+    (False, 3 / 4, 0.5),
+])
+def test_instance_sets_keep_their_distractors_and_honour_junk(
+    settings: Settings, tmp_path: Path, junk: bool, expected_map: float, expected_p1: float
+) -> None:
+    """Every image under images/ is in the database (the distractors too, the queries taken
+    apart not), junk is removed from a query's ranking before scoring, and the mAP is the one
+    worked out by hand; the protocol says what ran."""
+    dataset = load_dataset(_instance_set_with_distractors_and_junk(tmp_path / "set", junk))
+    assert sorted(Path(item.source).name for item in dataset.database) == [
+        "chelsea.png", "d1.png", "immunohistochemistry.png", "r1.png", "r2.png", "r3.png",
+        "rocket.png", "same.png"]
+    assert [q.in_database for q in dataset.queries] == [False, False]
+    assert "5 distractors" in dataset.protocol
+    assert "2 of them taken apart" in dataset.protocol
+    assert "8 images" in dataset.protocol
+    assert ("junk answers removed" if junk else "no junk.json") in dataset.protocol
+    result = evaluate_configs(dataset, [BASELINE], _env(settings, ann=False))[0]
+    assert result.scores["map"] == pytest.approx(expected_map, abs=1e-6)
+    assert result.scores["p@1"] == pytest.approx(expected_p1)
+    assert result.as_json()["protocol"] == dataset.protocol

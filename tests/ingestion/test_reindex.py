@@ -31,9 +31,9 @@ AFTER_SWAP = 5
 
 
 @pytest.fixture(scope="module")
-def new_embedder() -> Embedder:
+def new_embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
     """The model re-indexed to: the offline ImageNet MobileNetV2."""
-    settings = make_settings(Path("unused"))
+    settings = make_settings(tmp_path_factory.mktemp("new-embedder"))
     model = embedder_from(settings.model_copy(
         update={"model": TEST_MODEL.model_copy(update={"backbone": NEW_BACKBONE})}
     ))

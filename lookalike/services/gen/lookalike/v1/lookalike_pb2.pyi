@@ -39,6 +39,7 @@ class ModelSpec(_message.Message):
     SCALES_FIELD_NUMBER: _builtins.int
     FLIP_FIELD_NUMBER: _builtins.int
     SEMANTIC_WEIGHT_FIELD_NUMBER: _builtins.int
+    QUANTIZATION_FIELD_NUMBER: _builtins.int
     backbone: _builtins.str
     weights: _builtins.str
     pooling: _builtins.str
@@ -54,6 +55,8 @@ class ModelSpec(_message.Message):
     """Test-time augmentation: each image also embedded mirrored left-right."""
     semantic_weight: _builtins.float
     """Weight of the backbone's class posterior joined to the descriptor (0: not joined)."""
+    quantization: _builtins.str
+    """"int8-<hash of the int8 graph>" for an int8 model, another embedding; empty in float."""
     @_builtins.property
     def scales(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Test-time augmentation: input sizes as factors of input_size (double, so that a spec
@@ -76,10 +79,11 @@ class ModelSpec(_message.Message):
         scales: _abc.Iterable[_builtins.float] | None = ...,
         flip: _builtins.bool = ...,
         semantic_weight: _builtins.float = ...,
+        quantization: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "decode_px", b"decode_px", "dim", b"dim", "flip", b"flip", "gem_p", b"gem_p", "input_size", b"input_size", "pooling", b"pooling", "resize", b"resize", "scales", b"scales", "semantic_weight", b"semantic_weight", "version", b"version", "weights", b"weights", "whitening", b"whitening"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "decode_px", b"decode_px", "dim", b"dim", "flip", b"flip", "gem_p", b"gem_p", "input_size", b"input_size", "pooling", b"pooling", "quantization", b"quantization", "resize", b"resize", "scales", b"scales", "semantic_weight", b"semantic_weight", "version", b"version", "weights", b"weights", "whitening", b"whitening"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
