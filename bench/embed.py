@@ -35,6 +35,7 @@ from lookalike.core.settings import ModelSettings, Settings
 from lookalike.embedder.errors import WeightsUnavailable
 from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.tensor_decode import decode_jpegs
+from lookalike.ingestion.int8 import folder_images, make_int8
 from lookalike.ingestion.model_config import embedder_config
 
 DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -63,6 +64,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4, 8, 16, 32])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2],
                         help="intra-op threads of the sweep")
+    parser.add_argument("--int8-backbones", nargs="*", default=["efficientnet_lite0"],
+                        help="backbones that also get an int8 row on the CPU, in the same rounds")
+    parser.add_argument("--int8-calibrate", default="imagenette_val224",
+                        help="set whose images calibrate the int8 graph (speed does not depend "
+                             "on it; quality is `bench int8`'s)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.set_defaults(func=run)
 
@@ -138,6 +144,18 @@ def _forward_all(embedder: Embedder, blobs: Sequence[bytes], count: int) -> Call
     return call
 
 
+def _int8_model(model: ModelSettings, args: argparse.Namespace, scratch: Path) -> ModelSettings:
+    """`model` at precision int8, its graph calibrated on `args.int8_calibrate` into `scratch`."""
+    fp32 = Embedder(embedder_config(model.model_copy(update={
+        "engine": "auto", "precision": "fp32", "device": "cpu"}), cache_dir=scratch))
+    fp32.load()
+    root = args.datasets / args.int8_calibrate
+    made = make_int8(fp32, folder_images(root / "images" if (root / "images").is_dir() else root,
+                                         240), scratch)
+    return model.model_copy(update={"engine": "auto", "precision": "int8",
+                                    "int8_model": str(made.path)})
+
+
 def _engines(device: str, engines: Sequence[str]) -> list[str]:
     """The engines to compare on `device`: ONNX Runtime runs on the CPU only here."""
     return [e for e in engines if device == "cpu" or e == "torch"] or ["torch"]
@@ -178,7 +196,7 @@ def measure(models: Sequence[ModelSettings], blobs: Sequence[bytes],
         results.append({
             "backbone": model.backbone,
             "device": f"{device} ({name})",
-            "engine": embedder.engine,
+            "engine": embedder.engine + (" int8" if model.precision == "int8" else ""),
             "decode_images_per_s": round(decode, 1),
             "forward_images_per_s": round(forward, 1),
             "end_to_end_images_per_s": round(end_to_end, 1),
@@ -294,7 +312,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 models = [settings.model.model_copy(update={
                     "backbone": backbone, "device": device, "decoder": decoder, "engine": engine})
                     for engine in _engines(device, args.engines)]
-                for result in measure(models, blobs, args.repeats):
+                with tempfile.TemporaryDirectory(prefix="lookalike-bench-int8-") as scratch:
+                    if device == "cpu" and backbone in args.int8_backbones:
+                        models.append(_int8_model(models[-1], args, Path(scratch)))
+                    results = measure(models, blobs, args.repeats)
+                for result in results:
                     result["command"] = command
                     print_row(result, args.json, table_row)
     return 0
