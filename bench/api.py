@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -353,7 +352,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         result = measure(local, args)
     result["dataset"] = args.dataset
     result["machine"] = describe_machine()
-    result["command"] = "lookalike bench api " + " ".join(sys.argv[3:])
+    result["command"] = args.command_line
     print_result(result, args.json)
     if args.out:
         write_block(args.out, render(result))

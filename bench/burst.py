@@ -201,7 +201,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Measure, print (and optionally write) the result."""
     result = measure(args)
     result["machine"] = describe_machine()
-    result["command"] = "lookalike bench burst " + " ".join(sys.argv[3:])
+    result["command"] = args.command_line
     print_result(result, args.json)
     if args.out:
         replace_block(args.out, BEGIN, END, render(result), "Benchmarks", "API")

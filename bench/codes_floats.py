@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from numpy.typing import NDArray
 
 from bench.machine import describe_machine, print_row
 from bench.search import loaded_memory, milvus_server
-from lookalike.core import companions
+from lookalike.core.milvus import companions
 from lookalike.core.settings import Settings
 
 DIM = 256
@@ -150,7 +149,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Build the three collections, then time them one after another in the same run."""
     from pymilvus import MilvusClient
 
-    command = " ".join(["lookalike bench codes-floats", *sys.argv[3:]])
+    command = args.command_line
     x = unit_vectors(args.vectors)
     queries = np.packbits(unit_vectors(101, seed=1) > 0, axis=1)
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-floats-") as tmp, \

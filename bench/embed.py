@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -288,7 +287,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     first backbone's forward rate per engine, threads and batch size; print one result each."""
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     jpegs = _jpegs(args)
-    command = "lookalike bench embed " + " ".join(sys.argv[3:])
+    command = args.command_line
     if args.sweep:
         model = settings.model.model_copy(update={"backbone": args.backbones[0]})
         if not args.json:

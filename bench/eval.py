@@ -173,7 +173,8 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", nargs="*", help="dataset names to (re-)run, or engines for "
-                        "the engines table (default: all); the others' last results, kept in docs/quality/<name>.jsonl, stay in the page")
+                        "the engines table (default: all); the others' last results, kept in "
+                        "docs/quality/<name>.jsonl, stay in the page")
     args = parser.parse_args()
     plots = args.out.parent / "quality"
     plots.mkdir(parents=True, exist_ok=True)

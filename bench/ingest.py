@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -158,6 +157,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                                         "blobs": settings.blobs.model_copy(update={"url": ""})})
     result = measure(local, items, args.naive, args.repeats, args.engines)
     result["machine"] = describe_machine()
-    result["command"] = "lookalike bench ingest " + " ".join(sys.argv[3:])
+    result["command"] = args.command_line
     print_result(result, args.json)
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -153,7 +152,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     model = settings.model.model_copy(update={"precision": "fp32", "engine": "onnxruntime",
                                               "int8_model": "", "device": "cpu"})
     fp32 = Embedder(embedder_config(model))
-    command = "lookalike bench int8 " + " ".join(sys.argv[3:])
+    command = args.command_line
     calibrate = args.datasets / args.calibrate
     images = folder_images(calibrate / "images" if (calibrate / "images").is_dir() else calibrate,
                            args.count)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -32,10 +31,10 @@ from numpy.typing import NDArray
 
 from bench.machine import describe_machine, print_row
 from lookalike.compose import embedder_from
-from lookalike.core import companions
+from lookalike.core.milvus import companions
+from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId
 from lookalike.core.settings import MilvusSettings, Settings
-from lookalike.core.vector_index import SearchParams
 from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import IMAGE_SUFFIXES
@@ -158,7 +157,7 @@ def table_row(result: dict[str, Any]) -> str:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Compare the routers on every dataset and print one result per router and top_n."""
     embedder = embedder_from(settings)
-    command = "lookalike bench routing " + " ".join(sys.argv[3:])
+    command = args.command_line
     if not args.json:
         print(f"Command: `{command}`  \nMachine: {describe_machine()}\n")
         print(TABLE_HEAD, flush=True)

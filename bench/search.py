@@ -46,9 +46,9 @@ from numpy.typing import NDArray
 
 from bench.machine import describe_machine, replace_block
 from lookalike.core.metrics import average_precision
+from lookalike.core.milvus.vector_index import SearchParams, index_params
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import IndexType, MilvusSettings, Settings
-from lookalike.core.vector_index import SearchParams, index_params
 from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
 from lookalike.embedder.hashing import learn_itq
 from lookalike.embedder.local_features import LocalFeatureConfig

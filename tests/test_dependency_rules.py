@@ -19,6 +19,10 @@ ALLOWED: dict[str, set[str]] = {
     "ui": {"services.client"},
     "evaluation": {"core", "embedder", "ingestion", "services"},
     "training": {"core", "embedder", "evaluation", "ingestion"},
+    # The composition root: it wires every other part together.
+    "cli": {path.stem for path in ROOT.iterdir()
+            if (path.suffix == ".py" or (path / "__init__.py").is_file())
+            and path.stem not in ("__init__", "__main__", "cli")},
 }
 
 
@@ -68,13 +72,44 @@ def test_core_imports_no_torch_grpc_or_streamlit() -> None:
 
 
 def test_only_the_composition_root_reads_the_environment() -> None:
-    """Nothing but the composition root (CLI) and the settings module touches os.environ."""
+    """Nothing but the composition root (the cli package) and the settings module touches
+    os.environ."""
     offenders = [
         str(path.relative_to(ROOT))
         for path in ROOT.rglob("*.py")
         if "gen" not in path.relative_to(ROOT).parts
         and ("os.environ" in path.read_text() or "os.getenv" in path.read_text())
-        and path.name not in ("cli.py", "settings.py")
+        and path.relative_to(ROOT).parts[0] != "cli" and path.name != "settings.py"
+    ]
+    assert offenders == []
+
+
+def _imported_by_name(path: Path) -> list[str]:
+    """Modules `path` loads by a name in a string: import_module("x") and __import__("x"),
+    f-strings by their leading text."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
+            node.func, "id", "")
+        first = node.args[0]
+        if isinstance(first, ast.JoinedStr) and first.values:
+            first = first.values[0]
+        if called in ("import_module", "__import__") and isinstance(first, ast.Constant):
+            names.append(str(first.value))
+    return names
+
+
+def test_the_product_never_imports_bench() -> None:
+    """No module of lookalike/ imports the benchmarks, by an import or by name: `lookalike
+    bench` runs them in a child process."""
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in ROOT.rglob("*.py")
+        if "gen" not in path.relative_to(ROOT).parts
+        for module in [*_imports(path), *_imported_by_name(path)]
+        if module == "bench" or module.startswith("bench.")
     ]
     assert offenders == []
 
@@ -84,3 +119,13 @@ def test_the_checker_sees_a_violation() -> None:
     assert not _allowed("embedder", "lookalike.core.errors")
     assert _allowed("ingestion", "lookalike.services.client")
     assert not _allowed("ingestion", "lookalike.services.server")
+    assert _allowed("cli", "lookalike.compose")
+    assert not _allowed("ui", "lookalike.cli")
+
+
+def test_the_bench_check_sees_imports_by_name(tmp_path: Path) -> None:
+    """The bench rule is live: a module loaded by a (formatted) name string is seen."""
+    module = tmp_path / "loader.py"
+    module.write_text("from importlib import import_module\n"
+                      "import_module(f'bench.{name}')\n__import__('bench')\n")
+    assert sorted(_imported_by_name(module)) == ["bench", "bench."]

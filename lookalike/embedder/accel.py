@@ -54,11 +54,17 @@ class AccelPlan:
     # A static int8 graph (made by `lookalike quantize`) run by ONNX Runtime on the CPU.
     int8: bool = False
 
+    @property
+    def precision(self) -> str:
+        """int8, fp16, bf16 or fp32."""
+        if self.int8:
+            return "int8"
+        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32") \
+            if self.dtype is not None else "fp32"
+
     def describe(self) -> str:
         """A short label, e.g. `cuda:0 fp16 channels_last`."""
-        parts = [str(self.device), "int8" if self.int8 else {
-            torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
-            self.dtype, "fp32") if self.dtype is not None else "fp32"]
+        parts = [str(self.device), self.precision]
         if self.channels_last:
             parts.append("channels_last")
         if self.compile:

@@ -23,9 +23,9 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -45,8 +45,15 @@ OPSET = 17
 EXPORT_VERSION = 2
 INPUT, OUTPUT = "pixels", "rows"
 
-# A member's network on a normalised batch: rows of its raw descriptor, then its class logits.
-NetRunner = Callable[[torch.Tensor], torch.Tensor]
+
+class NetRunner(Protocol):
+    """What runs one member's network: a normalised N x 3 x H x W batch in, N rows of its raw
+    descriptor (then its class logits) out. The one seam under the session: eager torch and
+    ONNX Runtime fill it here, and a remote model server would be one more implementation."""
+
+    def __call__(self, pixels: torch.Tensor, /) -> torch.Tensor:
+        """The rows of `pixels`, in order."""
+        ...
 
 
 class EngineUnavailable(EmbedderError):

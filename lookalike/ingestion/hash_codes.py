@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError
-from lookalike.core.vector_index import check_supported
+from lookalike.core.milvus.vector_index import check_supported
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import HashingError, ItqHash, learn_itq
 from lookalike.ingestion.artefacts import load_artefact, sample_vectors

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError
+from lookalike.core.milvus.vector_index import is_lite
 from lookalike.core.model_registry import ModelRegistry, ModelVersion
 from lookalike.core.settings import ModelSettings, Settings
-from lookalike.core.vector_index import is_lite
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import HashingError, ItqHash
 from lookalike.embedder.runtime import Embedder

@@ -7,8 +7,8 @@ import time
 
 import grpc
 
-from lookalike.core.collection_admin import drop_collection, list_collections
 from lookalike.core.errors import ConfigError
+from lookalike.core.milvus.admin import drop_collection, list_collections
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc

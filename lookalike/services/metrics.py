@@ -40,6 +40,16 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+        self.model = Gauge(
+            "lookalike_model_info", "The model this server embeds with (1), by backbone, "
+            "device, engine (torch, onnxruntime; remote for an EmbedService) and precision.",
+            ["backbone", "device", "engine", "precision"], registry=self.registry,
+        )
+
+    def describe_model(self, backbone: str, device: str, engine: str, precision: str) -> None:
+        """Label the served model, so dashboards can tell which engine produced the numbers."""
+        self.model.labels(backbone, device, engine, precision).set(1)
+
     def observe_call(self, method: str, code: str, seconds: float) -> None:
         """Count one finished call."""
         self.requests.labels(method, code).inc()

@@ -19,9 +19,9 @@ from numpy.typing import NDArray
 
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import InvalidArgument, LookalikeError, ModelSpecMismatch, NotFound
+from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.rerank import alpha_qe
 from lookalike.core.schemas import ScoredId, SearchHit, features_key
-from lookalike.core.vector_index import SearchParams
 from lookalike.core.vector_store import VectorStore
 from lookalike.embedder.errors import EmbedderError, ImageError
 from lookalike.embedder.local_features import (

@@ -210,6 +210,12 @@ def start_server(
     if isinstance(engine.embedder, Embedder):
         engine.embedder.load()
         metrics.model_load_seconds.set(engine.embedder.load_seconds)
+        plan = engine.embedder.plan
+        metrics.describe_model(engine.embedder.spec.backbone, str(plan.device),
+                               engine.embedder.engine, plan.precision)
+    else:
+        # Its spec would cost a call to the EmbedService, which may not be up yet.
+        metrics.describe_model("", "remote", "remote", "")
     batchers: list[BatchedEmbedder] = []
     serve = _batching(settings, metrics, batchers)
     if settings.batching:

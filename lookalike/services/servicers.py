@@ -11,8 +11,8 @@ import numpy as np
 
 from lookalike.core.errors import InvalidArgument, LookalikeError
 from lookalike.core.filters import build_filter
+from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.schemas import ImageMeta, SearchHit
-from lookalike.core.vector_index import SearchParams
 from lookalike.embedder.errors import EmbedderError, ImageTooLarge
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.catalog import Catalog, NewImage, parse_meta

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from bench.__main__ import main
 from bench.burst import CONFIGS, noisy_jpeg, render
-from lookalike.cli import main
 
 
 def test_noisy_jpeg_is_just_under_the_size_asked() -> None:
@@ -21,7 +21,7 @@ def test_noisy_jpeg_is_just_under_the_size_asked() -> None:
 def test_bench_burst_measures_each_server(capsys: pytest.CaptureFixture[str]) -> None:
     """Each configuration answers every upload and reports memory before <= peak, and the
     markdown block has one row per configuration."""
-    assert main(["bench", "burst", "--clients", "4", "--mb", "0.5", "--json"]) == 0
+    assert main(["burst", "--clients", "4", "--mb", "0.5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [row["config"] for row in result["rows"]] == [name for name, _, _ in CONFIGS]
     for row in result["rows"]:

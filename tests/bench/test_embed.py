@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.cli import main
+from bench.__main__ import main
 
 
 def test_bench_embed_json_has_one_object_per_backbone_decoder_and_device(
     tiny_sets: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Both decoders run on the CPU and every rate is measured (positive)."""
-    code = main(["bench", "embed", "--datasets", str(tiny_sets), "--sets", "tiny",
+    code = main(["embed", "--datasets", str(tiny_sets), "--sets", "tiny",
                  "--backbones", "mobilenet_v2", "--devices", "cpu", "--decoders", "pil", "tensor",
                  "--engines", "torch", "--images", "8", "--repeats", "1", "--json"])
     assert code == 0
@@ -34,7 +34,7 @@ def test_bench_embed_compares_the_engines_side_by_side(
     tiny_sets: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """torch and ONNX Runtime run in the same rounds; each row has its ratio to torch."""
-    code = main(["bench", "embed", "--datasets", str(tiny_sets), "--sets", "tiny",
+    code = main(["embed", "--datasets", str(tiny_sets), "--sets", "tiny",
                  "--backbones", "mobilenet_v2", "--devices", "cpu", "--images", "8",
                  "--repeats", "1", "--json"])
     assert code == 0
@@ -48,7 +48,7 @@ def test_bench_embed_sweeps_engines_threads_and_batch_sizes(
     tiny_sets: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """--sweep gives the forward rate of every engine and thread count at every batch size."""
-    code = main(["bench", "embed", "--datasets", str(tiny_sets), "--sets", "tiny",
+    code = main(["embed", "--datasets", str(tiny_sets), "--sets", "tiny",
                  "--backbones", "mobilenet_v2", "--sweep", "--threads", "1", "2",
                  "--batch-sizes", "1", "2", "--images", "4", "--repeats", "1", "--json"])
     assert code == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.cli import main
+from bench.__main__ import main
 from tests.conftest import encode, gradient_image
 
 
@@ -27,7 +27,7 @@ def test_bench_int8_calibrates_on_one_set_and_reports_on_another(
         for seed in seeds:
             (sets / "classes" / cls / f"{seed}.jpg").write_bytes(
                 encode(gradient_image(120, 90, seed=seed)))
-    code = main(["bench", "int8", "--datasets", str(sets), "--calibrate", "cal", "--count", "80",
+    code = main(["int8", "--datasets", str(sets), "--calibrate", "cal", "--count", "80",
                  "--sets", "classes", "--batch-sizes", "1", "2", "--repeats", "1", "--json"])
     assert code == 0
     calibration, quality, speed = (json.loads(line)

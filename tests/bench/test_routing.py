@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.cli import main
+from bench.__main__ import main
 
 
 def test_bench_routing_compares_both_routers_against_exact(
     tiny_sets: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Routing to every category finds everything exact search finds; to one, a share of it."""
-    code = main(["bench", "routing", "--datasets", str(tiny_sets), "--sets", "tiny",
+    code = main(["routing", "--datasets", str(tiny_sets), "--sets", "tiny",
                  "--top-n", "1", "1000", "--json"])
     assert code == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from bench.search import INDEXES, Memory, is_steady, modes_for, render, settled, vector_parts
-from lookalike.core.vector_index import SearchParams
+from lookalike.core.milvus.vector_index import SearchParams
 
 
 def test_each_index_is_measured_in_its_modes() -> None:

@@ -21,7 +21,9 @@ from lookalike.ingestion.dba import (
     ids_ingested_since,
     unaugmented_ids,
 )
-from tests.core.test_vector_store_dba import DIM, SPEC, records
+from tests.core.milvus.records import DBA_SPEC as SPEC
+from tests.core.milvus.records import DIM
+from tests.core.milvus.records import distinct as records
 
 K, ALPHA = 3, 3.0
 PARAMS = DbaParams(K, ALPHA)

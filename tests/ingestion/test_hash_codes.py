@@ -11,12 +11,12 @@ import pytest
 
 from lookalike.core.blob_store import open_blob_store
 from lookalike.core.errors import ConfigError
+from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.settings import BlobSettings, MilvusSettings
-from lookalike.core.vector_index import SearchParams
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.ingestion.hash_codes import attach_hash, hash_collection, hash_key, load_hash
 from tests.conftest import MilvusServer
-from tests.core.test_vector_store_server import DIM, SPEC, clustered, near_copies, records
+from tests.core.milvus.test_server import DIM, SPEC, clustered, near_copies, records
 
 
 @pytest.mark.milvus_server

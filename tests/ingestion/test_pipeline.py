@@ -221,20 +221,20 @@ def test_ingest_partitions_by_predicted_class(
         folder_items(demo_dir), progress=False)
     assert report.added == 24
     assert not report.failed
-    rows = store._client.query(store.name, filter='source like "%chelsea.png"',
-                               output_fields=["category", "label"])
+    rows = store.client.query(store.name, filter='source like "%chelsea.png"',
+                              output_fields=["category", "label"])
     assert [(r["category"], r["label"]) for r in rows] in (
         [(c, "animals")] for c in ("Egyptian cat", "tabby", "tiger cat"))
     coffee = (demo_dir / "objects" / "coffee.png").read_bytes()
     outcome = embedder.embed_bytes([coffee])[0]
     assert outcome.vector is not None
-    from lookalike.core.vector_index import SearchParams
+    from lookalike.core.milvus.vector_index import SearchParams
 
     hits = store.search(outcome.vector[None, :], top_k=3,
                         params=SearchParams(mode="routed", route_top_n=1))[0]
     assert hits[0].image.source.endswith("coffee.png")
-    stored = store._client.query(store.name, filter=f"id in {[h.image.id for h in hits]}",
-                                 output_fields=["category"])
+    stored = store.client.query(store.name, filter=f"id in {[h.image.id for h in hits]}",
+                                output_fields=["category"])
     assert {r["category"] for r in stored} == {outcome.category}
 
 

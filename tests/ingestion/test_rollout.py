@@ -16,9 +16,9 @@ from lookalike import cli
 from lookalike.compose import blobs_from, embedder_from, existing_store_from
 from lookalike.core.blob_store import BlobStore, LocalBlobStore
 from lookalike.core.errors import ConfigError
+from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.model_registry import ModelNotFound, ModelRegistry, ModelVersion
 from lookalike.core.settings import Settings
-from lookalike.core.vector_index import SearchParams
 from lookalike.embedder.backbones import build_backbone
 from lookalike.embedder.hashing import ItqHash, itq_from_linear
 from lookalike.embedder.runtime import Embedder

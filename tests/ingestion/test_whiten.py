@@ -31,7 +31,9 @@ from lookalike.ingestion.sources import folder_items
 from lookalike.ingestion.whiten import load_whitening, whiten_collection, whitening_key
 from lookalike.services.client import LookalikeClient
 from tests.conftest import encode, free_port, gradient_image, stop_process
-from tests.core.test_vector_store_dba import DIM, SPEC, records
+from tests.core.milvus.records import DBA_SPEC as SPEC
+from tests.core.milvus.records import DIM
+from tests.core.milvus.records import distinct as records
 
 
 def _all_vectors(store: MilvusVectorStore, field: str = "embedding") -> dict[int, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -329,8 +330,8 @@ def test_calls_without_a_valid_token_are_unauthenticated(served: Served, token: 
 
 
 def test_metrics_scrape_has_expected_series(served: Served) -> None:
-    """/metrics has request counts and latencies per method and code, batch sizes, queue depth
-    and model load time."""
+    """/metrics has request counts and latencies per method and code, batch sizes, queue depth,
+    model load time and which model, engine and precision serve."""
     served.client.search(image=_photo(served), top_k=1)
     with pytest.raises(ClientError):
         served.client.search(image_id=42)
@@ -346,6 +347,9 @@ def test_metrics_scrape_has_expected_series(served: Served) -> None:
     load = [line for line in text.splitlines() if line.startswith("lookalike_model_load_seconds ")]
     assert load
     assert float(load[0].split()[1]) >= 0
+    # Which engine produced these numbers is a label of the model series.
+    assert re.search(r'^lookalike_model_info\{backbone="[a-z0-9_]+",device="cpu",'
+                     r'engine="(torch|onnxruntime)",precision="fp32"\} 1\.0$', text, re.MULTILINE)
 
 
 def test_oversized_message_is_resource_exhausted(collection: Collection) -> None:

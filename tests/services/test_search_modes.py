@@ -12,9 +12,9 @@ from PIL import Image
 
 from lookalike.compose import blobs_from
 from lookalike.core.errors import ConfigError, ModelSpecMismatch
+from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
-from lookalike.core.vector_index import SearchParams
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
 from lookalike.services.search import Query, SearchEngine

@@ -7,7 +7,7 @@ from pymilvus import DataType
 from pymilvus.client.search_result import SearchResult
 from pymilvus.grpc_gen import schema_pb2
 
-from lookalike.core.hit_vectors import ids_and_vectors
+from lookalike.core.milvus.hit_vectors import ids_and_vectors
 
 
 def search_result(ids_per_query: list[list[int]], vectors: np.ndarray) -> SearchResult:

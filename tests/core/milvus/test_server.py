@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from lookalike.core.companions import decode_floats
 from lookalike.core.errors import ConfigError, InvalidArgument
+from lookalike.core.milvus.companions import decode_floats
+from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.settings import MilvusSettings
-from lookalike.core.vector_index import SearchParams
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import learn_itq
 from tests.conftest import MilvusServer

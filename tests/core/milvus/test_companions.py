@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.core.companions import (
+from lookalike.core.milvus.companions import (
     MAX_VARCHAR_LEN,
     can_keep_floats,
     decode_floats,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pymilvus.exceptions import MilvusException
 
-from lookalike.core.milvus_reads import BACKOFF_S, RetryingReads, is_transient
+from lookalike.core.milvus.retrying import BACKOFF_S, RetryingReads, is_transient
 
 HANDOFF = MilvusException(code=65535, message="failed to get delegator -1 for channel "
                           "by-dev-rootcoord-dml_5_470854779410720240v0: can not find client of node -1")

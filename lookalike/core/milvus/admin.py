@@ -8,22 +8,25 @@ their own. Dropping leaves the blobs alone: other model versions of the same ima
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lookalike.core import companions
-from lookalike.core.errors import InvalidArgument, NotFound, StoreUnavailable
-from lookalike.core.vector_store import (
+from lookalike.core.errors import InvalidArgument, NotFound
+from lookalike.core.milvus import companions
+from lookalike.core.milvus.errors import milvus_errors
+from lookalike.core.milvus.inspection import collection_spec, read_index
+from lookalike.core.milvus.layout import (
     DBA_PROPERTY,
     HASH_PROPERTY,
-    RAW_FIELD,
     DbaParams,
     HashInfo,
-    MilvusVectorStore,
-    collection_spec,
     embedding_dim,
+    has_raw,
     partition_of,
-    read_index,
 )
+from lookalike.core.milvus.lifecycle import open_collection
+
+if TYPE_CHECKING:
+    from lookalike.core.vector_store import MilvusVectorStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +79,9 @@ def list_collections(store: MilvusVectorStore) -> list[CollectionSummary]:
     """Every Lookalike collection on the store's Milvus, by name; `serving` marks the one
     behind the store's alias."""
     serving = store.live_collection()
-    try:
+    with milvus_errors("cannot list the collections"):
         names = sorted(str(n) for n in store.client.list_collections())
         found = [_summary(store, n, serving) for n in names if not companions.is_companion(n)]
-    except Exception as exc:
-        raise StoreUnavailable(f"cannot list the collections: {exc}") from exc
     return [s for s in found if s is not None]
 
 
@@ -95,18 +96,16 @@ def drop_collection(store: MilvusVectorStore, name: str, confirm: str) -> DropOu
     if not name or confirm != name:
         raise InvalidArgument("dropping a collection needs its name repeated in confirm")
     client = store.client
-    try:
+    with milvus_errors(f"cannot read collection {name!r}"):
         exists = not companions.is_companion(name) and client.has_collection(name)
         spec = collection_spec(client, name) if exists else {}
-    except Exception as exc:
-        raise StoreUnavailable(f"cannot read collection {name!r}: {exc}") from exc
     if not spec:
         raise NotFound(f"no Lookalike collection named {name!r} (see ListCollections)")
     serving = name == store.live_collection()
-    try:
+    with milvus_errors(f"cannot drop collection {name!r}"):
         description = client.describe_collection(name)
         dba_raw = description.get("properties", {}).get(DBA_PROPERTY)
-        has_raw = any(f.get("name") == RAW_FIELD for f in description.get("fields", []))
+        keeps_raw = has_raw(description)
         partition_by = partition_of(description)
         codes = companions.codes_name(name)
         hash_raw = (client.describe_collection(codes).get("properties", {}).get(HASH_PROPERTY)
@@ -118,22 +117,19 @@ def drop_collection(store: MilvusVectorStore, name: str, confirm: str) -> DropOu
             if client.has_collection(companion):
                 client.drop_collection(companion)
         client.drop_collection(name)
-    except Exception as exc:
-        raise StoreUnavailable(f"cannot drop collection {name!r}: {exc}") from exc
     if serving:
         settings = store.settings.model_copy(
             update={"partition_by": partition_by})
-        fresh = MilvusVectorStore.open(
-            client, store.name, spec, embedding_dim(description), settings,
-            dba=DbaParams.from_json(dba_raw) if dba_raw and has_raw else None,
+        open_collection(
+            client, store.name, spec, embedding_dim(description), settings, create=True,
+            dba=DbaParams.from_json(dba_raw) if dba_raw and keeps_raw else None,
         )
         if hash_raw:
             info = HashInfo.from_json(hash_raw)
-            try:
-                companions.create_codes(client, fresh.live_collection(), info.bits,
+            fresh = store.live_collection()
+            with milvus_errors(f"cannot recreate the codes of {name!r}"):
+                companions.create_codes(client, fresh, info.bits,
                                         settings.hash_nlist, {HASH_PROPERTY: hash_raw},
                                         embedding_dim(description) if info.floats else 0)
-            except Exception as exc:
-                raise StoreUnavailable(f"cannot recreate the codes of {name!r}: {exc}") from exc
         store.layout(refresh=True)
     return DropOutcome(dropped_images=count, recreated=serving)

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from lookalike.core.filters import quote
+
 CODES_SUFFIX = "__codes"
 ROUTES_SUFFIX = "__routes"
 MAX_CATEGORY_LEN = 512
@@ -231,7 +233,7 @@ def add_to_routes(
         return
     name = routes_name(physical)
     deltas = category_sums(categories, vectors)
-    quoted = ", ".join(_quote(c) for c in deltas)
+    quoted = ", ".join(quote(c) for c in deltas)
     stored = {
         str(row["category"]): (np.asarray(row["direction"], dtype=np.float64) * float(row["norm"]),
                                int(row["count"]))
@@ -251,7 +253,7 @@ def add_to_routes(
     if rows:
         client.upsert(name, data=rows)
     if emptied:
-        client.delete(name, filter=f"category in [{', '.join(_quote(c) for c in emptied)}]")
+        client.delete(name, filter=f"category in [{', '.join(quote(c) for c in emptied)}]")
 
 
 def nearest_categories(
@@ -268,8 +270,4 @@ def nearest_categories(
 
 def category_filter(categories: Sequence[str]) -> str:
     """A filter expression on the partition key selecting `categories`."""
-    return f"category in [{', '.join(_quote(c) for c in categories)}]"
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"category in [{', '.join(quote(c) for c in categories)}]"

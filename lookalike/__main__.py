@@ -1,0 +1,8 @@
+"""`python -m lookalike ...`: the `lookalike` command."""
+
+import sys
+
+from lookalike.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

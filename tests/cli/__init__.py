@@ -1,0 +1,1 @@
+"""Tests of the `lookalike` command line as a whole: parsing, start-up, forwarding."""
