@@ -14,14 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
 from lookalike.core.errors import LookalikeError
 from lookalike.core.model_registry import ModelVersion
 from lookalike.core.settings import Settings
 from lookalike.embedder.errors import EmbedderError
 from lookalike.evaluation.datasets import EvalDataset
 from lookalike.ingestion.pipeline import IngestReport
-from lookalike.ingestion.reindex import ReindexReport
+from lookalike.maintenance.reindex import ReindexReport
 from lookalike.services.client import ClientError
 
 EXIT_OK = 0
@@ -48,12 +48,12 @@ def _print_report(report: IngestReport, report_path: Path | None) -> None:
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     """Ingest a folder, s3://bucket/prefix, tar shard(s) or list file of paths/URLs."""
-    from lookalike.compose import clean_interrupted_writes, collection_embedder_from, dba_from
-    from lookalike.ingestion.dba import dba_for
+    from lookalike.app.compose import clean_interrupted_writes, collection_embedder_from, dba_from
+    from lookalike.app.ingest import count_when_cheap, ingest_items
     from lookalike.ingestion.demo import write_demo_images
     from lookalike.ingestion.metrics import IngestMetrics
-    from lookalike.ingestion.run import count_when_cheap, ingest_items
     from lookalike.ingestion.sources import open_source
+    from lookalike.maintenance.dba import dba_for
 
     source = str(write_demo_images(settings.data_dir / "demo")) if args.demo else args.path
     # Stores first: one that cannot be reached fails the command before any work starts.
@@ -91,8 +91,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
     """List near-duplicate pairs (one Milvus range search per stored image)."""
-    from lookalike.compose import existing_store_from
-    from lookalike.ingestion.maintenance import near_duplicates
+    from lookalike.app.compose import existing_store_from
+    from lookalike.maintenance.upkeep import near_duplicates
 
     # Maintenance needs no model: any collection, whitened or not, whatever built it.
     store = existing_store_from(settings, args.collection)
@@ -114,8 +114,8 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
     """Delete images by id or filter: the vector first, then the blob and thumbnail."""
-    from lookalike.compose import existing_store_from
-    from lookalike.ingestion.maintenance import delete_images, delete_matching
+    from lookalike.app.compose import existing_store_from
+    from lookalike.maintenance.upkeep import delete_images, delete_matching
 
     blobs = blobs_from(settings)
     store = existing_store_from(settings, args.collection)
@@ -129,9 +129,9 @@ def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dba(settings: Settings, args: argparse.Namespace) -> int:
     """Recompute database-side augmentation from the raw descriptors: pending rows, or --all."""
-    from lookalike.compose import dba_from, existing_store_from
+    from lookalike.app.compose import dba_from, existing_store_from
     from lookalike.core.errors import ConfigError
-    from lookalike.ingestion.dba import apply_dba, apply_dba_all, dba_for, unaugmented_ids
+    from lookalike.maintenance.dba import apply_dba, apply_dba_all, dba_for, unaugmented_ids
 
     store = existing_store_from(settings, args.collection)
     wanted = dba_from(settings)
@@ -149,8 +149,8 @@ def cmd_dba(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_whiten(settings: Settings, args: argparse.Namespace) -> int:
     """Learn PCA whitening on a collection and serve it whitened; the old collection is kept."""
-    from lookalike.compose import existing_store_from
-    from lookalike.ingestion.whiten import whiten_collection
+    from lookalike.app.compose import existing_store_from
+    from lookalike.maintenance.whiten import whiten_collection
 
     blobs = blobs_from(settings)
     store = existing_store_from(settings, args.collection)
@@ -165,8 +165,8 @@ def cmd_whiten(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_hash(settings: Settings, args: argparse.Namespace) -> int:
     """Learn ITQ hash codes on a collection and keep a code per image (server only)."""
-    from lookalike.compose import existing_store_from
-    from lookalike.ingestion.hash_codes import hash_collection
+    from lookalike.app.compose import existing_store_from
+    from lookalike.maintenance.hash_codes import hash_collection
 
     blobs = blobs_from(settings)
     store = existing_store_from(settings, args.collection)
@@ -180,7 +180,7 @@ def cmd_hash(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
     """Make the int8 graph of the settings' model, calibrated on a folder's images or on the
     collection's stored originals, and say how to serve a collection with it."""
-    from lookalike.compose import existing_store_from
+    from lookalike.app.compose import existing_store_from
     from lookalike.ingestion.int8 import collection_images, folder_images, make_int8
 
     # Calibrated from the fp32 network, whatever precision the settings name now.
@@ -209,7 +209,7 @@ def cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_routes(settings: Settings, args: argparse.Namespace) -> int:
     """Recompute the category means that routed search picks partitions by."""
-    from lookalike.compose import existing_store_from
+    from lookalike.app.compose import existing_store_from
 
     store = existing_store_from(settings, args.collection)
     categories = store.rebuild_routes()
@@ -221,9 +221,9 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild a collection with another model from the stored originals, then serve it."""
     import time
 
-    from lookalike.compose import dba_from, existing_store_from
+    from lookalike.app.compose import dba_from, existing_store_from
     from lookalike.core.model_registry import is_version
-    from lookalike.ingestion.reindex import ReindexStep, reindex
+    from lookalike.maintenance.reindex import ReindexStep, reindex
 
     if is_version(args.model):
         return _reindex_to_version(settings, args)
@@ -284,8 +284,8 @@ def _reindex_to_version(settings: Settings, args: argparse.Namespace) -> int:
     """`reindex --model VERSION`: roll the collection out to a model of the registry."""
     import time
 
-    from lookalike.compose import existing_store_from
-    from lookalike.ingestion.rollout import roll_out
+    from lookalike.app.compose import existing_store_from
+    from lookalike.app.rollout import roll_out
 
     if args.weights:
         print(f"error: model version {args.model} carries its own weights; --weights goes with "
@@ -407,14 +407,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     server_settings = settings.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
-    from lookalike.compose import (
+    from lookalike.app.compose import (
         clean_interrupted_writes,
         collection_embedder_from,
         query_embedder_from,
         store_for_spec,
     )
+    from lookalike.app.jobs import job_runners_from
     from lookalike.embedder.runtime import Embedder
-    from lookalike.server_jobs import job_runners_from
     from lookalike.services.model_switch import ModelSwitch
 
     blobs = blobs_from(settings)
@@ -505,9 +505,9 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     dataset = load_dataset(Path(args.dataset), confine=False)
     if args.e2e:
         return _eval_end_to_end(settings, args, dataset)
+    from lookalike.app.jobs import eval_env_from
     from lookalike.evaluation.configs import ablation, preset
     from lookalike.evaluation.suite import iter_evaluate
-    from lookalike.server_jobs import eval_env_from
 
     configs = (ablation(dataset.kind) if args.ablation
                else [preset(name, dataset.kind) for name in args.config])

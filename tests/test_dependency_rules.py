@@ -17,8 +17,11 @@ ALLOWED: dict[str, set[str]] = {
     "ingestion": {"core", "embedder", "services.client"},
     "services": {"core", "embedder"},
     "ui": {"services.client"},
+    "maintenance": {"core", "embedder", "ingestion"},
     "evaluation": {"core", "embedder", "ingestion", "services"},
     "training": {"core", "embedder", "evaluation", "ingestion"},
+    "app": {"core", "embedder", "ingestion", "maintenance", "services", "evaluation",
+            "training"},
 }
 
 
