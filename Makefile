@@ -112,6 +112,7 @@ bench: install ## every benchmark: embed (engines, batch and thread sweep), int8
 	$(BIN)/lookalike bench embed --datasets $(DATASETS)
 	$(BIN)/lookalike bench embed --datasets $(DATASETS) --backbones efficientnet_lite0 --sweep
 	$(BIN)/lookalike bench int8 --datasets $(DATASETS)
+	$(BIN)/lookalike bench int8 --datasets $(DATASETS) --calibrate corel1k --sets imagenette_val224
 	$(BIN)/python -m bench.run --datasets $(DATASETS)
 	$(BIN)/lookalike bench ingest --datasets $(DATASETS)
 	$(BIN)/lookalike bench api --datasets $(DATASETS)

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import describe_machine, print_result, replace_block
-from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
+from lookalike.app.ingest import ingest_items
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.run import ingest_items
 from lookalike.ingestion.sources import folder_items
 from lookalike.services.client import ClientError, LookalikeClient
 from lookalike.services.search import SearchEngine

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from bench.machine import describe_machine, print_result, replace_block
-from lookalike.compose import blobs_from, embedder_from, engine_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, engine_from, store_from
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.services.client import ClientError, LookalikeClient
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import describe_machine, print_result
-from lookalike.compose import blobs_from, embedder_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, pipeline_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, image_key, thumb_key
 from lookalike.core.settings import Settings

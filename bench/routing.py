@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.machine import describe_machine, print_row
-from lookalike.compose import embedder_from
+from lookalike.app.compose import embedder_from
 from lookalike.core.milvus import companions
 from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.schemas import ImageMeta, ImageRecord, ScoredId

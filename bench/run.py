@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.machine import describe_machine
-from lookalike.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, engine_from, pipeline_from, store_from
+from lookalike.app.ingest import ingest_items
 from lookalike.core.ids import content_id
 from lookalike.core.settings import ModelSettings, ServerSettings, Settings
-from lookalike.ingestion.run import ingest_items
 from lookalike.ingestion.sources import folder_items
 from lookalike.services.client import LookalikeClient
 from lookalike.services.server import start_server

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from pydantic import SecretStr
 
-from lookalike.compose import embedder_from
+from lookalike.app.compose import embedder_from
 from lookalike.core.settings import BlobSettings, MilvusSettings, ModelSettings, Settings
 from lookalike.core.vector_store import connect_milvus
 from lookalike.embedder.runtime import Embedder

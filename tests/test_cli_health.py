@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from lookalike import cli
-from lookalike.compose import blobs_from, engine_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, store_from
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.embedder.runtime import Embedder
 from lookalike.services.client import LookalikeClient

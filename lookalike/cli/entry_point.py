@@ -1,7 +1,7 @@
 """The `lookalike` command: its parser, assembled from one module per command group, and `main`.
 
 Starting it loads only argparse and these modules; each command loads what it needs (torch,
-pymilvus, grpc, the composition in `lookalike.compose`) when it runs.
+pymilvus, grpc, the composition in `lookalike.app.compose`) when it runs.
 """
 
 from __future__ import annotations

@@ -88,9 +88,9 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     dataset = load_dataset(Path(args.dataset), confine=False)
     if args.e2e:
         return _eval_end_to_end(settings, args, dataset)
+    from lookalike.app.jobs import eval_env_from
     from lookalike.evaluation.configs import ablation, preset
     from lookalike.evaluation.suite import iter_evaluate
-    from lookalike.server_jobs import eval_env_from
 
     configs = (ablation(dataset.kind) if args.ablation
                else [preset(name, dataset.kind) for name in config_names(args.config)])
@@ -115,7 +115,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _eval_end_to_end(settings: Settings, args: argparse.Namespace, dataset: EvalDataset) -> int:
-    from lookalike.compose import blobs_from, embedder_from, pipeline_from, store_from
+    from lookalike.app.compose import blobs_from, embedder_from, pipeline_from, store_from
     from lookalike.evaluation.runner import eval_collection_name, evaluate
 
     if not settings.milvus.uri:

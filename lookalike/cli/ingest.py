@@ -35,7 +35,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     """Ingest a folder, s3://bucket/prefix, tar shard(s) or list file of paths/URLs."""
-    from lookalike.compose import (
+    from lookalike.app.compose import (
         blobs_from,
         clean_interrupted_writes,
         collection_embedder_from,
@@ -43,11 +43,11 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         pipeline_from,
         store_from,
     )
-    from lookalike.ingestion.dba import dba_for
+    from lookalike.app.ingest import count_when_cheap, ingest_items
     from lookalike.ingestion.demo import write_demo_images
     from lookalike.ingestion.metrics import IngestMetrics
-    from lookalike.ingestion.run import count_when_cheap, ingest_items
     from lookalike.ingestion.sources import open_source
+    from lookalike.maintenance.dba import dba_for
 
     source = str(write_demo_images(settings.data_dir / "demo")) if args.demo else args.path
     # Stores first: one that cannot be reached fails the command before any work starts.

@@ -85,8 +85,8 @@ def _on_collection(parser: argparse.ArgumentParser, command: Command) -> None:
 
 def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
     """List near-duplicate pairs (one Milvus range search per stored image)."""
-    from lookalike.compose import existing_store_from
-    from lookalike.ingestion.maintenance import near_duplicates
+    from lookalike.app.compose import existing_store_from
+    from lookalike.maintenance.upkeep import near_duplicates
 
     # Maintenance needs no model: any collection, whitened or not, whatever built it.
     store = existing_store_from(settings, args.collection)
@@ -108,8 +108,8 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
     """Delete images by id or filter: the vector first, then the blob and thumbnail."""
-    from lookalike.compose import blobs_from, existing_store_from
-    from lookalike.ingestion.maintenance import delete_images, delete_matching
+    from lookalike.app.compose import blobs_from, existing_store_from
+    from lookalike.maintenance.upkeep import delete_images, delete_matching
 
     blobs = blobs_from(settings)
     store = existing_store_from(settings, args.collection)
@@ -123,9 +123,9 @@ def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dba(settings: Settings, args: argparse.Namespace) -> int:
     """Recompute database-side augmentation from the raw descriptors: pending rows, or --all."""
-    from lookalike.compose import dba_from, existing_store_from
+    from lookalike.app.compose import dba_from, existing_store_from
     from lookalike.core.errors import ConfigError
-    from lookalike.ingestion.dba import apply_dba, apply_dba_all, dba_for, unaugmented_ids
+    from lookalike.maintenance.dba import apply_dba, apply_dba_all, dba_for, unaugmented_ids
 
     store = existing_store_from(settings, args.collection)
     wanted = dba_from(settings)
@@ -143,8 +143,8 @@ def cmd_dba(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_whiten(settings: Settings, args: argparse.Namespace) -> int:
     """Learn PCA whitening on a collection and serve it whitened; the old collection is kept."""
-    from lookalike.compose import blobs_from, existing_store_from
-    from lookalike.ingestion.whiten import whiten_collection
+    from lookalike.app.compose import blobs_from, existing_store_from
+    from lookalike.maintenance.whiten import whiten_collection
 
     blobs = blobs_from(settings)
     store = existing_store_from(settings, args.collection)
@@ -159,8 +159,8 @@ def cmd_whiten(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_hash(settings: Settings, args: argparse.Namespace) -> int:
     """Learn ITQ hash codes on a collection and keep a code per image (server only)."""
-    from lookalike.compose import blobs_from, existing_store_from
-    from lookalike.ingestion.hash_codes import hash_collection
+    from lookalike.app.compose import blobs_from, existing_store_from
+    from lookalike.maintenance.hash_codes import hash_collection
 
     blobs = blobs_from(settings)
     store = existing_store_from(settings, args.collection)
@@ -174,7 +174,7 @@ def cmd_hash(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
     """Make the int8 graph of the settings' model, calibrated on a folder's images or on the
     collection's stored originals, and say how to serve a collection with it."""
-    from lookalike.compose import blobs_from, embedder_from, existing_store_from
+    from lookalike.app.compose import blobs_from, embedder_from, existing_store_from
     from lookalike.ingestion.int8 import collection_images, folder_images, make_int8
 
     # Calibrated from the fp32 network, whatever precision the settings name now.
@@ -203,7 +203,7 @@ def cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_routes(settings: Settings, args: argparse.Namespace) -> int:
     """Recompute the category means that routed search picks partitions by."""
-    from lookalike.compose import existing_store_from
+    from lookalike.app.compose import existing_store_from
 
     store = existing_store_from(settings, args.collection)
     categories = store.rebuild_routes()

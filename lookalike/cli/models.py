@@ -40,7 +40,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     """List, show or delete the trained models of the registry (in the blob store)."""
-    from lookalike.compose import blobs_from
+    from lookalike.app.compose import blobs_from
     from lookalike.core.model_registry import ModelRegistry
 
     registry = ModelRegistry(blobs_from(settings))

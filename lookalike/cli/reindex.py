@@ -12,7 +12,7 @@ from lookalike.cli.runner import EXIT_ERROR, EXIT_OK, EXIT_SOME_FILES_FAILED
 
 if TYPE_CHECKING:
     from lookalike.core.settings import Settings
-    from lookalike.ingestion.reindex import ReindexReport, ReindexStep
+    from lookalike.maintenance.reindex import ReindexReport, ReindexStep
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,9 +35,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild a collection with another model from the stored originals, then serve it."""
-    from lookalike.compose import blobs_from, dba_from, embedder_from, existing_store_from
+    from lookalike.app.compose import blobs_from, dba_from, embedder_from, existing_store_from
     from lookalike.core.model_registry import is_version
-    from lookalike.ingestion.reindex import reindex
+    from lookalike.maintenance.reindex import reindex
 
     if is_version(args.model):
         return _reindex_to_version(settings, args)
@@ -96,8 +96,8 @@ def _reindexed(name: str, report: ReindexReport, environment: dict[str, str]) ->
 
 def _reindex_to_version(settings: Settings, args: argparse.Namespace) -> int:
     """`reindex --model VERSION`: roll the collection out to a model of the registry."""
-    from lookalike.compose import blobs_from, existing_store_from
-    from lookalike.ingestion.rollout import roll_out
+    from lookalike.app.compose import blobs_from, existing_store_from
+    from lookalike.app.rollout import roll_out
 
     if args.weights:
         print(f"error: model version {args.model} carries its own weights; --weights goes with "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookalike.cli.runner import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE
+from lookalike.core.search_defaults import DEFAULT_TOP_K
 
 if TYPE_CHECKING:
     from lookalike.core.settings import Settings
@@ -18,7 +19,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add `search` and `health`."""
     search = commands.add_parser("search", help="search the server with an image file")
     search.add_argument("image")
-    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     search.add_argument("--filter", default="", help='e.g. label == "beach"')
     search.add_argument("--min-score", type=float, help="only hits scoring above this (cosine)")
     search.add_argument("--qe", type=int, metavar="N",

@@ -31,7 +31,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     server_settings = settings.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
-    from lookalike.compose import (
+    from lookalike.app.compose import (
         blobs_from,
         clean_interrupted_writes,
         collection_embedder_from,
@@ -39,8 +39,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         query_embedder_from,
         store_for_spec,
     )
+    from lookalike.app.jobs import job_runners_from
     from lookalike.embedder.runtime import Embedder
-    from lookalike.server_jobs import job_runners_from
     from lookalike.services.model_switch import ModelSwitch
 
     blobs = blobs_from(settings)

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lookalike.cli.runner import EXIT_OK
 
@@ -56,7 +56,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
     from lookalike.embedder.training import TrainConfig
     from lookalike.training.data import labelled_images
-    from lookalike.training.run import TrainOptions, compare_on_heldout, train_model
+    from lookalike.training.run import TrainOptions
 
     options = TrainOptions(
         train=TrainConfig(loss=args.loss, bits=args.bits, epochs=args.epochs,
@@ -78,26 +78,20 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             bar.update(1)
         bar.set_postfix(loss=f"{log.train_loss:.4f}", val_map=f"{log.val_map:.4f}")
 
+    from lookalike.app.compose import blobs_from
+    from lookalike.app.training import TrainHooks, train_and_register
+    from lookalike.core.model_registry import ModelRegistry
+
+    registry = ModelRegistry(blobs_from(settings)) if args.register else None
     try:
-        outcome = train_model(settings, dataset, options, out_dir=out_dir, on_epoch=on_epoch)
+        run = train_and_register(
+            settings, dataset, options, out_dir=out_dir, registry=registry,
+            hooks=TrainHooks(on_epoch=on_epoch, on_trained=lambda _: bar.close()))
     finally:
         bar.close()
-    report: dict[str, Any] = {"out_dir": str(outcome.out_dir), **outcome.metrics}
-    if args.protocol == "half":
-        report = compare_on_heldout(settings, dataset, options, outcome)
-    if args.register:
-        from lookalike.compose import blobs_from
-        from lookalike.core.model_registry import ModelRegistry
-
-        files = outcome.files
-        version = ModelRegistry(blobs_from(settings)).register(
-            weights=outcome.weights_path.read_bytes(), spec=outcome.spec,
-            metrics={**outcome.metrics, **({"heldout": report} if args.protocol == "half" else {})},
-            curves_png=files["curves_png"].read_bytes(),
-            curves_json=files["curves_json"].read_bytes(),
-            hash_artefact=outcome.hash.to_bytes() if outcome.hash is not None else None,
-        )
-        report["registered_version"] = version.version
+    outcome, report = run.outcome, run.report
+    if run.version is not None:
+        report["registered_version"] = run.version.version
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK

@@ -19,11 +19,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 from typing import TypeVar
 
 import numpy as np
@@ -34,6 +33,7 @@ from tqdm import tqdm
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import StoreUnavailable
 from lookalike.core.ids import content_id
+from lookalike.core.iterables import chunks
 from lookalike.core.schemas import ImageMeta, ImageRecord, features_key, image_key, thumb_key
 from lookalike.core.vector_store import VectorStore
 from lookalike.embedder.errors import ImageError
@@ -108,12 +108,6 @@ class _SeenIds:
 
 class _Stopped(Exception):
     """Another stage failed; this one stops quietly."""
-
-
-def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def _read_reason(exc: OSError) -> str:
@@ -218,7 +212,7 @@ class IngestPipeline:
 
             def read_stage() -> None:
                 seen = _SeenIds()
-                batches = _batches(items, self.batch_size)
+                batches = chunks(items, self.batch_size)
                 while True:
                     if cancelled is not None and cancelled():
                         report.cancelled = True

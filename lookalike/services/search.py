@@ -22,6 +22,7 @@ from lookalike.core.errors import InvalidArgument, LookalikeError, ModelSpecMism
 from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.rerank import alpha_qe
 from lookalike.core.schemas import ScoredId, SearchHit, features_key
+from lookalike.core.search_defaults import DEFAULT_TOP_K, MAX_QE_N
 from lookalike.core.vector_store import VectorStore
 from lookalike.embedder.errors import EmbedderError, ImageError
 from lookalike.embedder.local_features import (
@@ -35,10 +36,6 @@ from lookalike.embedder.local_features import (
 from lookalike.embedder.runtime import EmbedOutcome
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.callctx import forward_ms, queue_ms
-
-DEFAULT_TOP_K = 10
-# As RetrievalSettings.qe_n allows: more neighbours only dilute the query.
-MAX_QE_N = 100
 
 
 def _ms_since(started: float) -> float:
@@ -84,7 +81,8 @@ class Query:
 
 @dataclass(frozen=True, slots=True)
 class SearchOptions:
-    """How many results, which ones, and how much of each."""
+    """How many results, which ones, and how much of each: checked once where a request comes
+    in (`checked`), and trusted below."""
 
     top_k: int = DEFAULT_TOP_K
     filter_expr: str = ""
@@ -95,6 +93,21 @@ class SearchOptions:
     verify: bool | None = None
     # None: the store's settings (mode, ef, nprobe, re-rank factor, routing).
     params: SearchParams | None = None
+
+    @classmethod
+    def checked(
+        cls, *, max_top_k: int, top_k: int = 0, filter_expr: str = "",
+        min_score: float | None = None, ids_only: bool = False, qe_n: int | None = None,
+        verify: bool | None = None, params: SearchParams | None = None,
+    ) -> SearchOptions:
+        """The options of one request, `top_k` 0 meaning the default; InvalidArgument naming
+        the option that is out of its bounds."""
+        top_k = top_k or DEFAULT_TOP_K
+        if not 1 <= top_k <= max_top_k:
+            raise InvalidArgument(f"top_k must be between 1 and {max_top_k}, got {top_k}")
+        if qe_n is not None and not 0 <= qe_n <= MAX_QE_N:
+            raise InvalidArgument(f"qe_n must be between 0 and {MAX_QE_N}, got {qe_n}")
+        return cls(top_k, filter_expr, min_score, ids_only, qe_n, verify, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,22 +230,25 @@ class SearchEngine:
         query (None: keep them).
         """
         started = time.perf_counter()
-        options = SearchOptions(top_k, filter_expr, min_score, qe_n=qe_n, verify=verify,
-                                params=params)
-        return self._search(query, options, self._prepare(query, top_k), started)
+        options = SearchOptions.checked(
+            max_top_k=self.max_top_k, top_k=top_k, filter_expr=filter_expr, min_score=min_score,
+            qe_n=qe_n, verify=verify, params=params)
+        return self._search(query, options, self._prepare(query), started)
 
     def rank(self, query: Query, top_k: int = DEFAULT_TOP_K, filter_expr: str = "",
              min_score: float | None = None, *, qe_n: int | None = None,
              verify: bool | None = None, params: SearchParams | None = None) -> RankResult:
         """Like `search`, but ids and scores only: cheap enough for deep rankings."""
         started = time.perf_counter()
-        options = SearchOptions(top_k, filter_expr, min_score, True, qe_n, verify, params)
-        return self._rank(query, options, self._prepare(query, top_k), started)
+        options = SearchOptions.checked(
+            max_top_k=self.max_top_k, top_k=top_k, filter_expr=filter_expr, min_score=min_score,
+            ids_only=True, qe_n=qe_n, verify=verify, params=params)
+        return self._rank(query, options, self._prepare(query), started)
 
     def run(self, query: Query, options: SearchOptions) -> SearchResult | RankResult:
-        """`rank` or `search`, as the options say."""
+        """`rank` or `search`, as the (checked) options say."""
         started = time.perf_counter()
-        return self._run(query, options, self._prepare(query, options.top_k), started)
+        return self._run(query, options, self._prepare(query), started)
 
     def run_many(
         self, queries: Sequence[tuple[Query | LookalikeError, SearchOptions]]
@@ -248,7 +264,7 @@ class SearchEngine:
             embedded = next(outcomes) if query.image is not None else None
             try:
                 started = time.perf_counter()
-                prepared = self._prepare(query, options.top_k, embedded)
+                prepared = self._prepare(query, embedded)
                 out.append(self._run(query, options, prepared, started))
             except (LookalikeError, EmbedderError) as exc:
                 out.append(exc)
@@ -273,7 +289,7 @@ class SearchEngine:
                       for h in self._hits(query, options, prepared)]
         else:
             ranked = self.store.search_ids(
-                self._expanded(prepared, options), options.top_k or DEFAULT_TOP_K,
+                self._expanded(prepared, options), options.top_k,
                 options.filter_expr, prepared.exclude, options.min_score, options.params,
             )[0]
         return RankResult(ranked=ranked, took_ms=_ms_since(started), collection=self.store.name,
@@ -281,7 +297,7 @@ class SearchEngine:
 
     def _hits(self, query: Query, options: SearchOptions, prepared: _Prepared) -> list[SearchHit]:
         """Hits best first: after query expansion and verification where they apply."""
-        top_k = options.top_k or DEFAULT_TOP_K
+        top_k = options.top_k
         vector = self._expanded(prepared, options)
         if not self._verifies(query, options):
             return self.store.search(
@@ -303,8 +319,6 @@ class SearchEngine:
         """The query vector after alpha-QE over its nearest neighbours (same filter and
         exclusions), or as it was when QE is off."""
         qe_n = self.reranking.qe_n if options.qe_n is None else options.qe_n
-        if not 0 <= qe_n <= MAX_QE_N:
-            raise InvalidArgument(f"qe_n must be between 0 and {MAX_QE_N}, got {qe_n}")
         if qe_n == 0:
             return prepared.vector
         neighbours = self.store.search_ids(
@@ -367,12 +381,9 @@ class SearchEngine:
         reported = forward_ms.get()
         return outcomes, _ms_since(started) if reported is None else reported, queue_ms.get()
 
-    def _prepare(self, query: Query, top_k: int, embedded: EmbedOutcome | None = None) -> _Prepared:
+    def _prepare(self, query: Query, embedded: EmbedOutcome | None = None) -> _Prepared:
         """The query vector and the ids to leave out (a stored query excludes itself); an image
         query is embedded here unless `embedded` (its outcome in a batch) is given."""
-        top_k = top_k or DEFAULT_TOP_K
-        if not 1 <= top_k <= self.max_top_k:
-            raise InvalidArgument(f"top_k must be between 1 and {self.max_top_k}, got {top_k}")
         if query.vector is not None:
             return _Prepared(self._check_vector(query.vector))
         if query.image is not None:

@@ -84,8 +84,10 @@ def _filter(expression: str, labels: Sequence[str], tags: Sequence[str]) -> str:
     return build_filter(labels=labels, tags=tags, expression=expression)
 
 
-def _options(request: pb.SearchRequest) -> SearchOptions:
-    return SearchOptions(
+def _options(request: pb.SearchRequest, max_top_k: int) -> SearchOptions:
+    """The request's options, checked here once: the engine below trusts them."""
+    return SearchOptions.checked(
+        max_top_k=max_top_k,
         top_k=int(request.top_k),
         filter_expr=_filter(request.filter, request.labels, request.tags),
         min_score=request.min_score if request.HasField("min_score") else None,
@@ -109,7 +111,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._engine = engine
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        return self._response(self._engine.run(_query(request), _options(request)),
+        return self._response(self._engine.run(_query(request), _options(request, self._engine.max_top_k)),
                               request.include_thumbnails)
 
     def BatchSearch(
@@ -118,7 +120,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         queries: list[tuple[Query | LookalikeError, SearchOptions]] = []
         for r in request.requests:
             try:
-                queries.append((_query(r), _options(r)))
+                queries.append((_query(r), _options(r, self._engine.max_top_k)))
             except LookalikeError as exc:
                 queries.append((exc, SearchOptions()))
         results = []

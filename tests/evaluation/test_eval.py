@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lookalike.compose import blobs_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, pipeline_from, store_from
 from lookalike.core.errors import ConfigError
 from lookalike.core.settings import Settings
 from lookalike.embedder.runtime import Embedder

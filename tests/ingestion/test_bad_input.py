@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lookalike import cli
-from lookalike.compose import blobs_from, embedder_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.settings import Settings
 from tests.bad_images import MAX_PIXELS, write_corpus

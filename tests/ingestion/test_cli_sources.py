@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lookalike import cli
-from lookalike.compose import blobs_from, embedder_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.settings import Settings
 from tests.conftest import S3Server, encode, gradient_image

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from pydantic import SecretStr
 
 from lookalike import cli
-from lookalike.compose import blobs_from, engine_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, store_from
 from lookalike.core.blob_store import BlobStore, open_blob_store
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import ImageMeta, ImageRecord, thumb_key

@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data
 
 from lookalike import cli
-from lookalike.compose import embedder_from, store_from
+from lookalike.app.compose import embedder_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.settings import Settings
 from tests.conftest import encode

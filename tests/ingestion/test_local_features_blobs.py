@@ -9,15 +9,15 @@ from typing import cast
 
 import pytest
 
-from lookalike.compose import blobs_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, pipeline_from, store_from
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.schemas import ImageMeta, features_key
 from lookalike.core.settings import RetrievalSettings, Settings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.local_features import LocalFeatures
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.maintenance import all_ids, delete_images
 from lookalike.ingestion.sources import folder_items
+from lookalike.maintenance.upkeep import all_ids, delete_images
 from tests.conftest import make_settings
 
 PHOTOS = ("animals/chelsea.png", "objects/coffee.png", "documents/text.png")

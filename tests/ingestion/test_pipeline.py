@@ -12,7 +12,7 @@ from typing import cast
 
 import pytest
 
-from lookalike.compose import blobs_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, pipeline_from, store_from
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError, StoreUnavailable
 from lookalike.core.schemas import ImageRecord, thumb_key

@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from lookalike.compose import blobs_from, store_from
+from lookalike.app.compose import blobs_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.settings import Settings
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.maintenance import all_ids
+from lookalike.maintenance.upkeep import all_ids
 from tests.conftest import encode, gradient_image, make_settings
 
 IMAGES = 40

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from lookalike.compose import (
+from lookalike.app.compose import (
     blobs_from,
     engine_from,
     pipeline_from,

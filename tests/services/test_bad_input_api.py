@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from lookalike.compose import blobs_from, embedder_from, engine_from, store_from
+from lookalike.app.compose import blobs_from, embedder_from, engine_from, store_from
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.services.client import ClientError, LookalikeClient, UpsertItem
 from lookalike.services.server import start_server

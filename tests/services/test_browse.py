@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from lookalike.compose import blobs_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, pipeline_from, store_from
 from lookalike.core.settings import ServerSettings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder

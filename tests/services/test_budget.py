@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from lookalike.compose import blobs_from, engine_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, store_from
 from lookalike.core.settings import ServerSettings
 from lookalike.embedder.runtime import Embedder, EmbedOutcome
 from lookalike.embedder.spec import EmbedderSpec

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from lookalike.compose import blobs_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, pipeline_from, store_from
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items

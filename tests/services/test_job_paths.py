@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from lookalike.compose import blobs_from, store_from
+from lookalike.app.compose import blobs_from, store_from
 from lookalike.core.settings import Settings
 from lookalike.embedder.runtime import Embedder
 from lookalike.services.client import ClientError, LookalikeClient

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.compose import blobs_from, engine_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, store_from
+from lookalike.app.jobs import job_runners_from
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import InvalidArgument
 from lookalike.core.settings import ServerSettings, Settings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
-from lookalike.server_jobs import job_runners_from
 from lookalike.services.client import ClientError, Job, LookalikeClient
 from lookalike.services.jobs import JobContext, JobRegistry, JobRunners
 from lookalike.services.model_switch import ModelSwitch

@@ -13,12 +13,12 @@ from typing import Any
 import grpc
 import pytest
 
-from lookalike.compose import blobs_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, pipeline_from, store_from
+from lookalike.app.jobs import job_runners_from
 from lookalike.core.settings import ServerSettings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items
-from lookalike.server_jobs import job_runners_from
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2 as pb
 from lookalike.services.gen.lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from lookalike.services.server import start_server

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from lookalike.compose import blobs_from
+from lookalike.app.compose import blobs_from
 from lookalike.core.errors import InvalidArgument
 from lookalike.core.rerank import alpha_qe
 from lookalike.core.schemas import ImageMeta, ImageRecord

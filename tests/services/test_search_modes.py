@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.compose import blobs_from
+from lookalike.app.compose import blobs_from
 from lookalike.core.errors import ConfigError, ModelSpecMismatch
 from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.schemas import ImageMeta, ImageRecord

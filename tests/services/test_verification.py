@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from lookalike import cli
-from lookalike.compose import blobs_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, pipeline_from, store_from
 from lookalike.core.blob_store import BlobStore, LocalBlobStore
 from lookalike.core.ids import content_id
 from lookalike.core.schemas import SearchHit

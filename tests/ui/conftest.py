@@ -12,11 +12,11 @@ import pytest
 from pydantic import SecretStr
 from streamlit.testing.v1 import AppTest
 
-from lookalike.compose import blobs_from, engine_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, pipeline_from, store_from
+from lookalike.app.jobs import job_runners_from
 from lookalike.core.settings import ServerSettings
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items
-from lookalike.server_jobs import job_runners_from
 from lookalike.services.model_switch import ModelSwitch
 from lookalike.services.server import start_server
 from tests.conftest import free_port, make_settings

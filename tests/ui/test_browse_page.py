@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lookalike.compose import blobs_from, engine_from, store_from
+from lookalike.app.compose import blobs_from, engine_from, store_from
 from lookalike.core.settings import ServerSettings
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.demo import DEMO_IMAGES

@@ -163,6 +163,6 @@ def require_encoder(name: str, encoder: CodeEncoder | None, info: HashInfo) -> C
     if encoder is None or encoder.id != info.encoder_id:
         raise ConfigError(
             f"collection {name!r} keeps hash codes of {info.encoder_id}, but that hash "
-            "is not loaded here; open the collection through lookalike.compose"
+            "is not loaded here; open the collection through lookalike.app.compose"
         )
     return encoder

@@ -3,7 +3,7 @@ that serves one physical collection, and new versions filled aside and then swap
 
 A collection created with database-side augmentation (DBA) also keeps each image's descriptor
 as it came from the model in a second vector field, `raw` (FLAT, exact), and its DBA parameters
-in a property: `embedding` can then always be recomputed from `raw` (see ingestion/dba.py).
+in a property: `embedding` can then always be recomputed from `raw` (see maintenance/dba.py).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
+from lookalike.core.search_defaults import DEFAULT_TOP_K
 from lookalike.services.client import mapping
 from lookalike.services.client.errors import ClientError, request_id
 from lookalike.services.client.values import (
@@ -115,7 +116,7 @@ class LookalikeClient:
         image: bytes | None = None,
         image_id: int | None = None,
         vector: NDArray[np.float32] | None = None,
-        top_k: int = 10,
+        top_k: int = DEFAULT_TOP_K,
         filter_expr: str = "",
         min_score: float | None = None,
         include_thumbnails: bool = False,

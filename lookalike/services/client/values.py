@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from lookalike.core.search_defaults import DEFAULT_TOP_K
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.job_summaries import EvalSummary, IngestSummary, TrainSummary
 
@@ -56,7 +57,7 @@ class SearchQuery:
     image: bytes | None = None
     image_id: int | None = None
     vector: NDArray[np.float32] | None = None
-    top_k: int = 10
+    top_k: int = DEFAULT_TOP_K
     filter_expr: str = ""
     min_score: float | None = None
     include_thumbnails: bool = False

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from lookalike import cli
-from lookalike.compose import existing_store_from
+from lookalike.app.compose import existing_store_from
 from lookalike.core.errors import ConfigError
 from lookalike.core.rerank import dba, top_k_exact
 from lookalike.core.settings import MilvusSettings, Settings
 from lookalike.core.vector_store import DbaParams, MilvusVectorStore
-from lookalike.ingestion.dba import (
+from lookalike.maintenance.dba import (
     apply_dba,
     apply_dba_all,
     dba_for,

@@ -12,7 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 from lookalike import cli
-from lookalike.compose import embedder_from, pipeline_from
+from lookalike.app.compose import embedder_from, pipeline_from
 from lookalike.core.blob_store import LocalBlobStore
 from lookalike.core.errors import ConfigError
 from lookalike.core.rerank import dba as augment
@@ -20,8 +20,8 @@ from lookalike.core.schemas import ImageMeta
 from lookalike.core.settings import MilvusSettings, Settings
 from lookalike.core.vector_store import DbaParams, MilvusVectorStore, connect_milvus
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.reindex import ReindexReport, ReindexStep, reindex
 from lookalike.ingestion.sources import folder_items
+from lookalike.maintenance.reindex import ReindexReport, ReindexStep, reindex
 from tests.conftest import TEST_MODEL, MilvusServer, encode, gradient_image, make_settings
 
 NEW_BACKBONE = "mobilenet_v2"

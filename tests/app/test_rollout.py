@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageEnhance
 
 from lookalike import cli
-from lookalike.compose import blobs_from, embedder_from, existing_store_from
+from lookalike.app.compose import blobs_from, embedder_from, existing_store_from
+from lookalike.app.rollout import LITE_SKIPPED, roll_out
 from lookalike.core.blob_store import BlobStore, LocalBlobStore
 from lookalike.core.errors import ConfigError
 from lookalike.core.milvus.vector_index import SearchParams
@@ -22,10 +23,9 @@ from lookalike.core.settings import Settings
 from lookalike.embedder.backbones import build_backbone
 from lookalike.embedder.hashing import ItqHash, itq_from_linear
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.hash_codes import hash_key
-from lookalike.ingestion.rollout import LITE_SKIPPED, roll_out
+from lookalike.maintenance.hash_codes import hash_key
 from tests.conftest import MilvusServer, encode, make_settings
-from tests.ingestion.test_reindex import (
+from tests.maintenance.test_reindex import (
     AFTER_SWAP,
     SEARCH_THREADS,
     SearchLoop,

@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,14 +28,13 @@ from PIL import Image
 
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError, NotFound, StoreUnavailable
+from lookalike.core.iterables import chunks
 from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.vector_store import DbaParams, MilvusVectorStore
 from lookalike.embedder.errors import ImageError
 from lookalike.embedder.spec import EmbedderSpec
-from lookalike.ingestion.dba import apply_dba, apply_dba_all
 from lookalike.ingestion.retry import RetryPolicy, idempotent_insert, with_retry
-
-T = TypeVar("T")
+from lookalike.maintenance.dba import apply_dba, apply_dba_all
 
 BATCH_SIZE = 32
 # Ids and metadata are read, and the collections' ids compared, this many at a time: each read
@@ -128,12 +126,6 @@ def serve_version(
     store.point_alias(target.name)
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
 def _stored_metas(store: MilvusVectorStore, ids: Iterable[list[int]]) -> Iterator[ImageMeta]:
     """The metadata of each batch of `ids` still stored, read one batch at a time."""
     for batch in ids:
@@ -206,7 +198,7 @@ def _copy_all(
     """Copy every stored image, embedding one batch while the next one's originals load."""
     pending: tuple[list[ImageMeta], list[Future[Image.Image | ReindexFailure]]] | None = None
     metas_read = _stored_metas(store, store.iter_ids(batch_size=ID_BATCH_SIZE))
-    for metas in _chunks(metas_read, batch_size):
+    for metas in chunks(metas_read, batch_size):
         started = (metas, copier.start(metas))
         if pending is not None:
             copier.finish(*pending)
@@ -228,7 +220,7 @@ def _catch_up(
         wanted = [i for i in ids if i not in copier.failed_ids]
         present = target.existing_ids(wanted)
         missing = [i for i in wanted if i not in present]
-        for metas in _chunks(_stored_metas(store, [missing]), batch_size):
+        for metas in chunks(_stored_metas(store, [missing]), batch_size):
             written = copier.finish(metas, copier.start(metas))
             if dba is not None and written:
                 apply_dba(target, written, dba.k, dba.alpha)
@@ -243,7 +235,7 @@ def _catch_up(
             changes += removed
     # An image deleted from the live collection since it failed is gone, not failed.
     still_stored: set[int] = set()
-    for chunk in _chunks(sorted(copier.failed_ids), ID_BATCH_SIZE):
+    for chunk in chunks(sorted(copier.failed_ids), ID_BATCH_SIZE):
         still_stored |= store.existing_ids(chunk)
     report.failed = [f for f in report.failed if f.id in still_stored]
     copier.failed_ids = still_stored

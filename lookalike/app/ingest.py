@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookalike.core.vector_store import DbaParams
-from lookalike.ingestion.dba import DbaStore, apply_dba, ids_ingested_since
 from lookalike.ingestion.pipeline import IngestPipeline, IngestReport
 from lookalike.ingestion.sources import LIST_SUFFIXES, Item
+from lookalike.maintenance.dba import DbaStore, apply_dba, ids_ingested_since
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lookalike.compose import blobs_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, pipeline_from, store_from
+from lookalike.app.ingest import ingest_items
 from lookalike.core.settings import Settings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.run import ingest_items
 from lookalike.ingestion.sources import folder_items
 from tests.conftest import encode, gradient_image
 

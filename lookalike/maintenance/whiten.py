@@ -20,9 +20,9 @@ from lookalike.core.errors import ConfigError
 from lookalike.core.schemas import ImageRecord
 from lookalike.core.vector_store import MilvusVectorStore, VectorField
 from lookalike.embedder.whitening import PCAWhitening, WhiteningError, learn_pca_whitening
-from lookalike.ingestion.artefacts import load_artefact, sample_vectors
-from lookalike.ingestion.dba import apply_dba_all
-from lookalike.ingestion.reindex import serve_version
+from lookalike.maintenance.artefacts import load_artefact, sample_vectors
+from lookalike.maintenance.dba import apply_dba_all
+from lookalike.maintenance.reindex import serve_version
 
 WHITENING_PREFIX = "models/whitening"
 MAX_SAMPLES = 100_000

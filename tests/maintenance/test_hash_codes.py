@@ -14,7 +14,7 @@ from lookalike.core.errors import ConfigError
 from lookalike.core.milvus.vector_index import SearchParams
 from lookalike.core.settings import BlobSettings, MilvusSettings
 from lookalike.core.vector_store import MilvusVectorStore
-from lookalike.ingestion.hash_codes import attach_hash, hash_collection, hash_key, load_hash
+from lookalike.maintenance.hash_codes import attach_hash, hash_collection, hash_key, load_hash
 from tests.conftest import MilvusServer
 from tests.core.milvus.test_server import DIM, SPEC, clustered, near_copies, records
 

@@ -16,12 +16,12 @@ from lookalike.embedder.local_features import LocalFeatureConfig
 from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.embedder.whitening import PCAWhitening
-from lookalike.ingestion.hash_codes import attach_hash
 from lookalike.ingestion.metrics import IngestMetrics
 from lookalike.ingestion.model_config import embedder_config
 from lookalike.ingestion.pipeline import IngestPipeline
 from lookalike.ingestion.retry import RetryPolicy
-from lookalike.ingestion.whiten import load_whitening
+from lookalike.maintenance.hash_codes import attach_hash
+from lookalike.maintenance.whiten import load_whitening
 from lookalike.services.client import LookalikeClient
 from lookalike.services.remote_embedder import RemoteEmbedder
 from lookalike.services.search import ModelFollower, QueryEmbedder, Reranking, SearchEngine

@@ -13,13 +13,13 @@ relation is close to symmetric at this depth); `lookalike dba --all` recomputes 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import islice
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from lookalike.core.errors import ConfigError
+from lookalike.core.iterables import chunks
 from lookalike.core.rerank import neighbour_average
 from lookalike.core.vector_store import DbaParams, RawNeighbours, VectorField
 
@@ -111,19 +111,13 @@ def augmented(
     return neighbour_average(raw, neighbour_vectors, sims, alpha)
 
 
-def _chunks(ids: Sequence[int], size: int) -> Iterator[list[int]]:
-    it = iter(ids)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
 def _recompute(
     store: DbaStore, ids: Sequence[int], k: int, alpha: float, batch_size: int
 ) -> tuple[int, set[int]]:
     """Recompute the embeddings of `ids`; rows updated, and the neighbour ids met on the way."""
     updated = 0
     met: set[int] = set()
-    for chunk in _chunks(ids, batch_size):
+    for chunk in chunks(ids, batch_size):
         stored = [(i, v) for i, v in zip(chunk, store.get_raw_vectors(chunk), strict=True)
                   if v is not None]
         if not stored:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lookalike import cli
-from lookalike.compose import (
+from lookalike.app.compose import (
     blobs_from,
     collection_embedder_from,
     existing_store_from,
@@ -28,7 +28,7 @@ from lookalike.core.settings import MilvusSettings, Settings
 from lookalike.core.vector_store import DbaParams, MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
 from lookalike.ingestion.sources import folder_items
-from lookalike.ingestion.whiten import load_whitening, whiten_collection, whitening_key
+from lookalike.maintenance.whiten import load_whitening, whiten_collection, whitening_key
 from lookalike.services.client import LookalikeClient
 from tests.conftest import encode, free_port, gradient_image, stop_process
 from tests.core.milvus.records import DBA_SPEC as SPEC

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from lookalike import cli
-from lookalike.compose import blobs_from, pipeline_from, store_from
+from lookalike.app.compose import blobs_from, pipeline_from, store_from
 from lookalike.core.ids import content_id
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.maintenance import all_ids
 from lookalike.ingestion.sources import folder_items
+from lookalike.maintenance.upkeep import all_ids
 from tests.conftest import encode, make_settings
 
 

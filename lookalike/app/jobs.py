@@ -11,13 +11,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lookalike.compose import (
+from lookalike.app.compose import (
     clean_interrupted_writes,
     dba_from,
     local_features_from,
     model_batch_size,
     pipeline_from,
 )
+from lookalike.app.ingest import count_when_cheap, ingest_items
+from lookalike.app.rollout import RolloutReport, roll_out
+from lookalike.app.training import HELDOUT, TrainHooks, train_and_register
 from lookalike.core.blob_store import BlobStore
 from lookalike.core.errors import ConfigError, InvalidArgument, LookalikeError, ModelSpecMismatch
 from lookalike.core.model_registry import ModelRegistry, ModelVersion
@@ -29,11 +32,9 @@ from lookalike.embedder.training import EpochLog, TrainConfig
 from lookalike.evaluation.configs import ablation, preset
 from lookalike.evaluation.datasets import load_dataset
 from lookalike.evaluation.suite import ConfigResult, EvalEnv, iter_evaluate
-from lookalike.ingestion.dba import dba_for
 from lookalike.ingestion.pipeline import IngestReport
-from lookalike.ingestion.rollout import RolloutReport, roll_out
-from lookalike.ingestion.run import count_when_cheap, ingest_items
 from lookalike.ingestion.sources import LIST_SUFFIXES, open_source
+from lookalike.maintenance.dba import dba_for
 from lookalike.services.jobs import (
     BadFile,
     EvalRow,
@@ -50,11 +51,8 @@ from lookalike.services.jobs import (
 from lookalike.services.model_switch import ModelSwitch
 from lookalike.services.search import QueryEmbedder
 from lookalike.training.data import LabelledImages, labelled_images, split_by_image
-from lookalike.training.run import TrainOptions, compare_on_heldout, train_model
+from lookalike.training.run import TrainOptions, TrainOutcome
 
-# A registered version's metrics keep the held-out comparison under this name, as
-# `lookalike train --register` does.
-HELDOUT = "heldout"
 # ListModels' names for the comparison's mAPs (the UI's versions table reads them), and where
 # they sit in the comparison.
 PRETRAINED_MAP, FINETUNED_MAP, HASHED_MAP, FLOAT_MAP = (
@@ -324,11 +322,8 @@ def _train_starter(
                 job.progress(log.epoch, options.train.epochs, _epoch_message(log, options.train.epochs))
                 job.report(summary=summary)
 
-            cache = settings.cache_dir
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix="train-", dir=cache) as out:
-                outcome = train_model(settings, dataset, options, out_dir=Path(out),
-                                      on_epoch=on_epoch, cancelled=lambda: job.cancelled)
+            def on_trained(outcome: TrainOutcome) -> None:
+                nonlocal summary
                 job.raise_if_cancelled()
                 ran = int(outcome.metrics.get("epochs_run", len(summary.epochs)))
                 summary = replace(summary, best_epoch=int(outcome.metrics.get("best_epoch", 0)),
@@ -336,16 +331,22 @@ def _train_starter(
                 job.progress(ran, ran if summary.stopped_early else options.train.epochs,
                              "comparing with the pretrained model on the held-out half")
                 job.report(summary=summary)
-                report = compare_on_heldout(settings, dataset, options, outcome)
+
+            def on_compared(report: Mapping[str, Any]) -> None:
+                nonlocal summary
                 job.raise_if_cancelled()
                 summary = _compared(summary, report)
                 job.report("registering the trained model", summary)
-                version = registry.register(
-                    weights=outcome.weights_path.read_bytes(), spec=outcome.spec,
-                    metrics={**outcome.metrics, HELDOUT: report},
-                    curves_png=_read(outcome.files.get("curves_png")),
-                    curves_json=_read(outcome.files.get("curves_json")),
-                    hash_artefact=outcome.hash.to_bytes() if outcome.hash is not None else None)
+
+            cache = settings.cache_dir
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="train-", dir=cache) as out:
+                run = train_and_register(
+                    settings, dataset, options, out_dir=Path(out), registry=registry,
+                    hooks=TrainHooks(on_epoch=on_epoch, on_trained=on_trained,
+                                     on_compared=on_compared, cancelled=lambda: job.cancelled))
+            version = run.version
+            assert version is not None  # a registry was given
             summary = replace(summary, version=version.version,
                               seconds=time.monotonic() - started)
             job.report(f"registered as {version.version}: {_comparison_text(summary)}", summary)
@@ -376,10 +377,6 @@ def _comparison_text(summary: TrainSummary) -> str:
         return "not compared"
     return (f"held-out mAP {before:.3f} before fine-tuning, {after:.3f} after "
             f"({100 * (after - before):+.1f} points)")
-
-
-def _read(path: Path | None) -> bytes | None:
-    return path.read_bytes() if path is not None and path.exists() else None
 
 
 def trained_on_text(spec: Mapping[str, Any]) -> str:

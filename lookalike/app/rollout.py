@@ -23,10 +23,10 @@ from lookalike.core.settings import ModelSettings, Settings
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import HashingError, ItqHash
 from lookalike.embedder.runtime import Embedder
-from lookalike.ingestion.hash_codes import write_codes
 from lookalike.ingestion.model_config import embedder_config
-from lookalike.ingestion.reindex import ReindexReport, ReindexStep, reindex
 from lookalike.ingestion.retry import RetryPolicy
+from lookalike.maintenance.hash_codes import write_codes
+from lookalike.maintenance.reindex import ReindexReport, ReindexStep, reindex
 
 LITE_SKIPPED = ("Milvus Lite has no binary vectors: the learned hash codes were not written "
                 "(hash_rerank search needs a Milvus server; float search uses the new model)")

@@ -15,7 +15,7 @@ from lookalike.core.errors import ConfigError
 from lookalike.core.milvus.vector_index import check_supported
 from lookalike.core.vector_store import MilvusVectorStore
 from lookalike.embedder.hashing import HashingError, ItqHash, learn_itq
-from lookalike.ingestion.artefacts import load_artefact, sample_vectors
+from lookalike.maintenance.artefacts import load_artefact, sample_vectors
 
 HASHING_PREFIX = "models/hashing"
 MAX_SAMPLES = 100_000

@@ -1,0 +1,1 @@
+"""Collection upkeep: re-indexing, whitening, hash codes, DBA, near-duplicates and deletes."""
