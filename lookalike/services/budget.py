@@ -158,10 +158,11 @@ class PayloadBudgetInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        # Streaming calls (none today) and unknown methods pass as they are.
+        behaviour = handler.unary_unary if handler is not None else None
+        if behaviour is None:
             return handler
         parse = handler.request_deserializer
-        behaviour = handler.unary_unary
         budget = self._budget
 
         def deserialize(raw: bytes) -> _Held | _OverBudget:
