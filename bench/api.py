@@ -153,35 +153,35 @@ def _throughput(engine: SearchEngine, server: ServerSettings, paths: list[str],
     return len(load.latencies_ms) / load.seconds
 
 
+def _overhead_ms(load: Load) -> list[float]:
+    """Each search's latency less the forward time of the batch that embedded its query."""
+    return [lat - model for lat, model in zip(load.latencies_ms, load.embed_ms, strict=True)]
+
+
 def _engine_load(settings: Settings, engine_name: str, store: MilvusVectorStore,
-                 blobs: BlobStore, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+                 blobs: BlobStore, server: ServerSettings, names: list[str],
+                 args: argparse.Namespace) -> dict[str, Any]:
     """One engine's search-by-image load over the collection already built: one client, then
     `args.clients`; the collection is shared because both engines give the same descriptors."""
     model = settings.model.model_copy(update={"engine": engine_name})
     embedder = embedder_from(settings.model_copy(update={"model": model}))
     embedder.load()
-    search = engine_from(settings, embedder, store, blobs)
-    server = ServerSettings(host="127.0.0.1", port=0, workers=128, max_concurrent_rpcs=512,
-                            batch_max_size=32, batch_max_wait_ms=args.max_wait_ms)
-    running = start_server(search, server)
+    running = start_server(engine_from(settings, embedder, store, blobs), server)
     try:
         quiet = _in_child(running.address, names, 1, args.engine_duration / 2, "search")
         load = _in_child(running.address, names, args.clients, args.engine_duration, "search")
     finally:
         running.stop(grace_s=5.0)
-    overhead = [lat - model for lat, model in zip(load.latencies_ms, load.embed_ms, strict=True)]
-    quiet_overhead = [lat - model
-                      for lat, model in zip(quiet.latencies_ms, quiet.embed_ms, strict=True)]
     return {
         "engine": embedder.engine, "batch_size": embedder.batch_size,
         "requests": len(load.latencies_ms), "errors": sum(load.errors.values()),
         "qps": round(len(load.latencies_ms) / load.seconds, 1),
         "p50_ms": round(_percentile(load.latencies_ms, 0.50), 1),
-        "overhead_p50_ms": round(_percentile(overhead, 0.50), 1),
+        "overhead_p50_ms": round(_percentile(_overhead_ms(load), 0.50), 1),
         "queue_p50_ms": round(_percentile(load.queue_ms, 0.50), 1),
         "model_p50_ms": round(_percentile(load.embed_ms, 0.50), 1),
         "one_client_p50_ms": round(_percentile(quiet.latencies_ms, 0.50), 1),
-        "one_client_overhead_p50_ms": round(_percentile(quiet_overhead, 0.50), 1),
+        "one_client_overhead_p50_ms": round(_percentile(_overhead_ms(quiet), 0.50), 1),
         "one_client_errors": sum(quiet.errors.values()),
     }
 
@@ -224,14 +224,13 @@ def measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         batch_sum = running.metrics.registry.get_sample_value("lookalike_embed_batch_size_sum")
     finally:
         running.stop(grace_s=5.0)
-    by_engine = {name: _engine_load(settings, name, store, blobs, names, args)
+    by_engine = {name: _engine_load(settings, name, store, blobs, base, names, args)
                  for name in args.engines}
-    overhead = [lat - model for lat, model in zip(load.latencies_ms, load.embed_ms, strict=True)]
+    overhead = _overhead_ms(load)
     # What is left once waiting for the model is taken away too: decode, gRPC, Milvus, metadata.
     platform = [lat - model - waited for lat, model, waited
                 in zip(load.latencies_ms, load.embed_ms, load.queue_ms, strict=True)]
-    quiet_overhead = [lat - model
-                      for lat, model in zip(quiet.latencies_ms, quiet.embed_ms, strict=True)]
+    quiet_overhead = _overhead_ms(quiet)
     return {
         "batching_ratio": round(batched / forward_batched, 3),
         "no_batching_ratio": round(unbatched / forward_unbatched, 3),
