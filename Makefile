@@ -104,8 +104,10 @@ proto: install ## regenerate lookalike/services/gen from lookalike/services/prot
 	touch $(GEN)/py.typed
 
 .PHONY: eval
-eval: install ## evaluate on every set in $(DATASETS) and write docs/QUALITY.md
+eval: install ## evaluate on every set in $(DATASETS) and write docs/QUALITY.md; then the presets chosen leave one set out and each search profile's cost (paste those into docs/QUALITY.md)
 	$(BIN)/python -m bench.eval --datasets $(DATASETS) --out docs/QUALITY.md
+	$(BIN)/lookalike bench presets --datasets $(DATASETS) --no-progress
+	$(BIN)/lookalike bench profiles --datasets $(DATASETS)
 
 .PHONY: bench
 bench: install ## every benchmark: embed (engines, batch and thread sweep), int8, search at 1M, ingest, API, burst memory, routing, codes-floats (paste the output into docs/BENCHMARKS.md)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lookalike.core.blob_store import BlobStore, open_blob_store
 from lookalike.core.errors import ConfigError, StoreUnavailable
 from lookalike.core.settings import MilvusSettings, RetrievalSettings, Settings
@@ -13,6 +15,7 @@ from lookalike.core.vector_store import (
 )
 from lookalike.embedder.accel import tuned_queue_batches
 from lookalike.embedder.local_features import LocalFeatureConfig
+from lookalike.embedder.matching import VerifyPolicy
 from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.embedder.whitening import PCAWhitening
@@ -33,9 +36,15 @@ def embedder_from(settings: Settings, whitening: PCAWhitening | None = None) -> 
 
 
 def model_batch_size(settings: Settings) -> int:
-    """Images per model batch: the configured size, or the default of the backbone family, the
-    device and the engine the settings pick (the embedder's own rule, the model not loaded)."""
-    return Embedder(embedder_config(settings.model)).batch_size
+    """Images per model batch: the embedder's own rule (configured size, or the default of the
+    backbone family, device and engine) for the settings' model, which is not loaded."""
+    return embedder_from(settings).batch_size
+
+
+def milvus_from(settings: Settings) -> Any:
+    """One MilvusClient for the settings' URI: a command opens it once and hands it to every
+    factory below that reads or writes a collection."""
+    return connect_milvus(settings.milvus_uri, settings.milvus)
 
 
 def blobs_from(settings: Settings) -> BlobStore:
@@ -59,15 +68,17 @@ def clean_interrupted_writes(settings: Settings, blobs: BlobStore) -> str | None
     return f"removed {removed} leftover{'s' if removed > 1 else ''} of interrupted blob writes"
 
 
-def store_from(settings: Settings, embedder: Embedder, collection: str | None = None) -> MilvusVectorStore:
-    """The collection for this embedder's model, created when missing; ConfigError when the
-    settings partition by predicted class and the model has no classifier to predict one."""
+def store_from(settings: Settings, embedder: Embedder, collection: str | None = None, *,
+               milvus: Any = None, blobs: BlobStore | None = None) -> MilvusVectorStore:
+    """The collection for this embedder's model, created when missing (through `milvus` and
+    `blobs` when the caller has opened them); ConfigError when the settings partition by
+    predicted class and the model has no classifier to predict one."""
     if settings.milvus.partition_by == "predicted" and not embedder.predicts_categories:
         raise ConfigError(
             f"LOOKALIKE_MILVUS__PARTITION_BY=predicted needs a backbone with an ImageNet "
             f"classifier, and {embedder.spec.backbone!r} has none: partition by label instead"
         )
-    return store_for_spec(settings, embedder.spec, collection)
+    return store_for_spec(settings, embedder.spec, collection, milvus=milvus, blobs=blobs)
 
 
 def local_features_from(retrieval: RetrievalSettings) -> LocalFeatureConfig:
@@ -78,6 +89,11 @@ def local_features_from(retrieval: RetrievalSettings) -> LocalFeatureConfig:
         max_side=retrieval.local_max_side, ratio=retrieval.local_ratio,
         ransac_px=retrieval.ransac_px,
     )
+
+
+def verify_policy_from(retrieval: RetrievalSettings) -> VerifyPolicy:
+    """When a search's candidate counts as verified, and when verifying may stop early."""
+    return VerifyPolicy(retrieval.min_inliers, retrieval.confident_inliers)
 
 
 def pipeline_from(settings: Settings, embedder: Embedder, store: MilvusVectorStore,
@@ -110,25 +126,26 @@ def query_embedder_from(settings: Settings) -> Embedder | RemoteEmbedder:
     return RemoteEmbedder(client)
 
 
-def store_for_spec(settings: Settings, spec: EmbedderSpec,
-                   collection: str | None = None) -> MilvusVectorStore:
-    """The collection for this model spec (local or remote embedder), created when missing."""
-    client = connect_milvus(settings.milvus_uri, settings.milvus)
+def store_for_spec(settings: Settings, spec: EmbedderSpec, collection: str | None = None, *,
+                   milvus: Any = None, blobs: BlobStore | None = None) -> MilvusVectorStore:
+    """The collection for this model spec (local or remote embedder), created when missing;
+    `milvus` and `blobs` are opened here when the caller has not."""
     store = MilvusVectorStore.open(
-        client, collection or settings.milvus.collection, spec.to_dict(), spec.dim,
-        _milvus(settings), dba=dba_from(settings),
+        milvus or milvus_from(settings), collection or settings.milvus.collection,
+        spec.to_dict(), spec.dim, _milvus(settings), dba=dba_from(settings),
     )
-    attach_hash(store, blobs_from(settings))
+    attach_hash(store, blobs or blobs_from(settings))
     return store
 
 
-def existing_store_from(settings: Settings, collection: str | None = None) -> MilvusVectorStore:
+def existing_store_from(settings: Settings, collection: str | None = None, *,
+                        milvus: Any = None, blobs: BlobStore | None = None) -> MilvusVectorStore:
     """An existing collection, whatever model built it (maintenance needs no embedder)."""
-    client = connect_milvus(settings.milvus_uri, settings.milvus)
     store = MilvusVectorStore.attach(
-        client, collection or settings.milvus.collection, _milvus(settings)
+        milvus or milvus_from(settings), collection or settings.milvus.collection,
+        _milvus(settings),
     )
-    attach_hash(store, blobs_from(settings))
+    attach_hash(store, blobs or blobs_from(settings))
     return store
 
 
@@ -143,8 +160,8 @@ def dba_from(settings: Settings) -> DbaParams | None:
     return DbaParams(retrieval.dba_k, retrieval.dba_alpha) if retrieval.dba_k > 0 else None
 
 
-def whitening_for(settings: Settings, blobs: BlobStore,
-                  collection: str | None = None) -> PCAWhitening | None:
+def whitening_for(settings: Settings, blobs: BlobStore, collection: str | None = None, *,
+                  milvus: Any = None) -> PCAWhitening | None:
     """The whitening the collection's vectors were made with, to whiten queries the same way.
 
     None when the settings say `none`, the collection does not exist yet, or it is unwhitened.
@@ -152,16 +169,17 @@ def whitening_for(settings: Settings, blobs: BlobStore,
     """
     if settings.retrieval.whitening == "none":
         return None
-    client = connect_milvus(settings.milvus_uri, settings.milvus)
-    spec = live_collection_spec(client, collection or settings.milvus.collection) or {}
+    spec = live_collection_spec(milvus or milvus_from(settings),
+                                collection or settings.milvus.collection) or {}
     whitening_id = str(spec.get("whitening", "none"))
     return None if whitening_id == "none" else load_whitening(blobs, whitening_id)
 
 
-def collection_embedder_from(settings: Settings, blobs: BlobStore,
-                             collection: str | None = None) -> Embedder:
+def collection_embedder_from(settings: Settings, blobs: BlobStore, collection: str | None = None,
+                             *, milvus: Any = None) -> Embedder:
     """The embedder for an existing collection: the settings' model, whitened as it is."""
-    return embedder_from(settings, whitening=whitening_for(settings, blobs, collection))
+    return embedder_from(settings,
+                         whitening=whitening_for(settings, blobs, collection, milvus=milvus))
 
 
 def engine_from(settings: Settings, embedder: QueryEmbedder, store: MilvusVectorStore,
@@ -175,7 +193,7 @@ def engine_from(settings: Settings, embedder: QueryEmbedder, store: MilvusVector
         presign_expiry_s=settings.blobs.presign_expiry_s,
         reranking=Reranking(
             qe_n=retrieval.qe_n, qe_alpha=retrieval.qe_alpha, verify=retrieval.verify,
-            verify_top_n=retrieval.verify_top_n, min_inliers=retrieval.min_inliers,
+            verify_top_n=retrieval.verify_top_n, policy=verify_policy_from(retrieval),
             local_features=local_features_from(retrieval), max_pixels=settings.model.max_pixels,
         ),
         follower=follower,

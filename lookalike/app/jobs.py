@@ -17,6 +17,7 @@ from lookalike.app.compose import (
     local_features_from,
     model_batch_size,
     pipeline_from,
+    verify_policy_from,
 )
 from lookalike.app.ingest import count_when_cheap, ingest_items
 from lookalike.app.rollout import RolloutReport, roll_out
@@ -69,7 +70,7 @@ def eval_env_from(
     retrieval = settings.retrieval
     return EvalEnv(
         cache_dir=settings.cache_dir, milvus=settings.milvus,
-        local=local_features_from(retrieval), min_inliers=retrieval.min_inliers,
+        local=local_features_from(retrieval), verify=verify_policy_from(retrieval),
         batch_size=model_batch_size(settings), threads=settings.model.threads,
         engine=settings.model.engine,
         decode_px=settings.model.decode_px, max_pixels=settings.model.max_pixels,

@@ -55,8 +55,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evaluate.add_argument("--json", action="store_true",
                           help="print one JSON object per configuration")
     evaluate.add_argument("--config", nargs="+", action="extend",
-                          help="configurations to run (e.g. baseline, best, +dba; see --ablation); "
-                               "best is the best for the dataset's kind (class or instance); "
+                          help="configurations to run: a search profile (fast, balanced, "
+                               "instance) or the ablation's (e.g. baseline, best, +dba; see "
+                               "--ablation); best is the best for the dataset's kind; "
                                "several: list them, separate them by commas or repeat --config")
     evaluate.add_argument("--ablation", action="store_true",
                           help="run each lever on and off (baseline, each lever, best, best minus each)")

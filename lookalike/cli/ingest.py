@@ -40,6 +40,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         clean_interrupted_writes,
         collection_embedder_from,
         dba_from,
+        milvus_from,
         pipeline_from,
         store_from,
     )
@@ -54,9 +55,10 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     blobs = blobs_from(settings)
     if cleaned := clean_interrupted_writes(settings, blobs):
         print(cleaned)
+    milvus = milvus_from(settings)
     items = open_source(source, settings.blobs, settings.ingest.fetch_timeout_s)
-    embedder = collection_embedder_from(settings, blobs, args.collection)
-    store = store_from(settings, embedder, args.collection)
+    embedder = collection_embedder_from(settings, blobs, args.collection, milvus=milvus)
+    store = store_from(settings, embedder, args.collection, milvus=milvus, blobs=blobs)
     dba = dba_for(store, dba_from(settings))
     total, items = count_when_cheap(source, items)
     print(f"ingesting {'' if total is None else f'{total} images '}from {source} into "

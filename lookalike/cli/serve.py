@@ -36,6 +36,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         clean_interrupted_writes,
         collection_embedder_from,
         engine_from,
+        milvus_from,
         query_embedder_from,
         store_for_spec,
     )
@@ -47,9 +48,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if cleaned := clean_interrupted_writes(settings, blobs):
         print(cleaned, flush=True)
     # A remote EmbedService whitens as its own collection says; the spec check catches a mismatch.
+    milvus = milvus_from(settings)
     embedder = (query_embedder_from(settings) if settings.embed_service.address
-                else collection_embedder_from(settings, blobs))
-    store = store_for_spec(settings, embedder.spec)
+                else collection_embedder_from(settings, blobs, milvus=milvus))
+    store = store_for_spec(settings, embedder.spec, milvus=milvus, blobs=blobs)
     # Roll-out jobs stage their model here; the engine follows the collection to it.
     switch = ModelSwitch()
     engine = engine_from(settings, embedder, store, blobs, follower=switch)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookalike.cli.runner import EXIT_OK
+from lookalike.embedder.losses import DEFAULT_LOSS, LOSSES
 
 if TYPE_CHECKING:
     from lookalike.core.settings import Settings
@@ -20,7 +21,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add `train`."""
     training = commands.add_parser("train", help="fine-tune a backbone on a labelled folder")
     training.add_argument("dataset", help="labelled folder: labels.json or <class>/<image> folders")
-    training.add_argument("--loss", choices=("hash", "triplet", "arcface"), default="hash",
+    training.add_argument("--loss", choices=LOSSES, default=DEFAULT_LOSS,
                           help="hash: classifier on a sigmoid latent layer of --bits bits (its "
                                "codes serve hash_rerank); triplet (batch-hard) or arcface")
     training.add_argument("--bits", type=int, choices=(48, 64, 128, 256), default=48)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lookalike.core.profiles import PROFILES, ProfileName
+
 IndexType = Literal["HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"]
 SearchMode = Literal["ann", "hash_rerank", "routed"]
 PartitionBy = Literal["none", "label", "predicted"]
@@ -278,14 +280,31 @@ class RetrievalSettings(_Section):
     )
     verify_top_n: int = Field(100, ge=1, le=1000, description="How many results are verified.")
     local_features: Literal["sift", "orb"] = "sift"
-    local_max_features: int = Field(1000, ge=16, le=10_000)
+    # 500 keypoints at 480 px: chosen on dvd_covers' Palm photos for the most queries right
+    # within 150 ms a query (docs/QUALITY.md, "Fast verification"); 1000 at 640 px costs 2-3x.
+    local_max_features: int = Field(500, ge=16, le=10_000)
     local_max_side: int = Field(
-        640, ge=64, le=4096, description="Images are scaled to this many pixels a side first."
+        480, ge=64, le=4096, description="Images are scaled to this many pixels a side first."
     )
     local_ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test threshold.")
     ransac_px: float = Field(5.0, gt=0, description="RANSAC homography reprojection threshold.")
     min_inliers: int = Field(
         12, ge=4, description="Inliers for a result to count as verified (and move up)."
+    )
+    confident_inliers: int = Field(
+        0, ge=0, description="Stop verifying after the round (10, 20, then 32 candidates, in "
+        "the global ranking's order) that verifies one result with this many inliers; 0: verify "
+        "all verify_top_n."
+    )
+
+
+class SearchSettings(_Section):
+    """The collection's search profile: a measured set of quality levers (core/profiles.py)."""
+
+    profile: ProfileName = Field(
+        "fast", description="fast (one network, nothing re-ranked), balanced (category search: "
+        "class posteriors, DBA, alpha-QE) or instance (geometric verification); settings named "
+        "explicitly win over the profile's. See docs/QUALITY.md, Profiles."
     )
 
 
@@ -305,6 +324,18 @@ class Settings(BaseSettings):
     embed_service: EmbedServiceSettings = EmbedServiceSettings()
     ingest: IngestSettings = IngestSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    search: SearchSettings = SearchSettings()
+
+    @model_validator(mode="after")
+    def _apply_profile(self) -> Settings:
+        """Fill the levers the profile sets, except those named explicitly."""
+        profile = PROFILES[self.search.profile]
+        self.model = self.model.model_copy(update={
+            k: v for k, v in profile.model_levers().items() if k not in self.model.model_fields_set})
+        self.retrieval = self.retrieval.model_copy(update={
+            k: v for k, v in profile.retrieval_levers().items()
+            if k not in self.retrieval.model_fields_set})
+        return self
 
     @property
     def milvus_uri(self) -> str:

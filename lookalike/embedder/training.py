@@ -33,9 +33,9 @@ from lookalike.embedder import functional as LF
 from lookalike.embedder.backbones import Backbone
 from lookalike.embedder.errors import EmbedderError
 from lookalike.embedder.layers import GeM
+from lookalike.embedder.losses import LOSSES
 from lookalike.embedder.transforms import resize, to_rgb
 
-LOSSES = ("hash", "triplet", "arcface")
 # Heads (and GeM's p) start from scratch, so they learn this many times faster than the backbone.
 HEAD_LR_FACTOR = 10.0
 TRIPLET_MARGIN = 0.2

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from lookalike.core.errors import ConfigError
+from lookalike.core.profiles import PROFILES, Profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +131,19 @@ def ablation(kind: str = "class") -> list[EvalConfig]:
     return [BASELINE, *SINGLE_LEVERS, best, *leave_one_out(best)]
 
 
+def profile_config(profile: Profile) -> EvalConfig:
+    """The configuration a search profile (LOOKALIKE_SEARCH__PROFILE) serves."""
+    return replace(BASELINE, name=profile.name, backbone=profile.backbone,
+                   semantic_weight=profile.semantic_weight, dba_k=profile.dba_k,
+                   dba_alpha=profile.dba_alpha, qe_n=profile.qe_n, qe_alpha=profile.qe_alpha,
+                   verify=profile.verify)
+
+
 def preset(name: str, kind: str = "class") -> EvalConfig:
-    """The configuration called `name`; `best` and `best-*` are those for this kind of dataset."""
-    known = {c.name: c for c in ablation(kind)}
+    """The configuration called `name`: a search profile's (fast, balanced, instance), or one
+    of the ablation's, where `best` and `best-*` are those for this kind of dataset."""
+    known: dict[str, EvalConfig] = {c.name: c for c in ablation(kind)}
+    known.update((p.name, profile_config(p)) for p in PROFILES.values())
     if name not in known:
         raise ConfigError(f"unknown evaluation configuration {name!r}; known: {', '.join(known)}")
     return known[name]

@@ -8,14 +8,15 @@ geometric verification re-orders each query's top N (as at search time).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from tqdm import tqdm
 
 from lookalike.core import rerank
-from lookalike.embedder.local_features import LocalFeatureConfig, LocalFeatures, inliers, verified_order
+from lookalike.embedder.local_features import LocalFeatureConfig, LocalFeatures, verified_order
+from lookalike.embedder.matching import VerifyPolicy, count_inliers
 from lookalike.embedder.whitening import PCAWhitening, learn_pca_whitening
 from lookalike.evaluation.configs import EvalConfig
 
@@ -92,29 +93,17 @@ def full_ranking(queries: F32, db: F32, self_index: Sequence[int]) -> I64:
 def verify_rankings(
     rankings: I64, queries: F32, db: F32, self_index: Sequence[int], top_n: int,
     query_features: Sequence[LocalFeatures], db_features: Sequence[LocalFeatures],
-    config: LocalFeatureConfig, min_inliers: int, threads: int = 2,
-    memo: dict[tuple[int, int], int] | None = None,
+    config: LocalFeatureConfig, policy: VerifyPolicy, progress: bool = False,
 ) -> I64:
-    """Each ranking with its top `top_n` re-ordered by geometric verification.
-
-    `memo` keeps inlier counts per (query, database row) across calls: they depend on the
-    images only, so configurations that verify the same pairs match them once.
-    """
+    """Each ranking with its top `top_n` re-ordered by geometric verification, as a search
+    verifies them (`matching.count_inliers`, one query at a time)."""
     out = rankings.copy()
-    counts_of = {} if memo is None else memo
-
-    def count(i: int, j: int) -> int:
-        if (i, j) not in counts_of:
-            counts_of[(i, j)] = inliers(query_features[i], db_features[j], config)
-        return counts_of[(i, j)]
-
-    def one(i: int) -> None:
+    for i in tqdm(range(len(rankings)), desc="verifying", unit="query", disable=not progress,
+                  dynamic_ncols=True):
         # A stored query's own row is last in its ranking: never a candidate.
         head = rankings[i, :min(top_n, rankings.shape[1] - (1 if self_index[i] >= 0 else 0))]
-        counts = [count(i, int(j)) for j in head]
-        order = verified_order((db[head] @ queries[i]).tolist(), counts, min_inliers)
+        counts = count_inliers(query_features[i], [db_features[int(j)] for j in head], config,
+                               policy)
+        order = verified_order((db[head] @ queries[i]).tolist(), counts, policy.min_inliers)
         out[i, :len(head)] = head[order]
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(one, range(len(rankings))))
     return out

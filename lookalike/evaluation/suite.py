@@ -29,6 +29,7 @@ from lookalike.core.settings import MilvusSettings
 from lookalike.core.vector_store import MilvusVectorStore, connect_milvus
 from lookalike.embedder.engines import EngineName
 from lookalike.embedder.local_features import LocalFeatureConfig, LocalFeatures, features_of
+from lookalike.embedder.matching import VerifyPolicy
 from lookalike.embedder.runtime import Embedder, EmbedderConfig
 from lookalike.evaluation.cache import cache_key, cached_array, cached_features
 from lookalike.evaluation.configs import EvalConfig
@@ -56,7 +57,7 @@ class EvalEnv:
     cache_dir: Path
     milvus: MilvusSettings
     local: LocalFeatureConfig
-    min_inliers: int = 12
+    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
     batch_size: int = 32
     threads: int = 0
     engine: EngineName = "auto"
@@ -263,11 +264,13 @@ def _ann_recall(prepared: Prepared, self_index: Sequence[int], env: EvalEnv,
 
 def _latency(config: EvalConfig, layout: _Layout, prepared: Prepared, env: EvalEnv,
              db_features: Sequence[LocalFeatures] | None) -> dict[str, float]:
-    """Median per-query milliseconds with this configuration, the query given as image bytes."""
+    """Median and 95th-percentile per-query milliseconds with this configuration, the query
+    given as image bytes: the dataset's own query photos where it has them (instance sets),
+    else database images."""
     embedder = _embedder(config, env)
     embedder.load()
-    sample = layout.db_paths[:: max(1, len(layout.db_paths) // env.latency_queries)]
-    sample = sample[:env.latency_queries]
+    pool = layout.external_paths or layout.db_paths
+    sample = pool[:: max(1, len(pool) // env.latency_queries)][:env.latency_queries]
     parts: dict[str, list[float]] = {"embed_ms": [], "rank_ms": [], "verify_ms": [], "total_ms": []}
     for path in sample[:2]:
         # Warm-up: the first forward passes pay for lazy initialisation, not for the lever.
@@ -288,12 +291,15 @@ def _latency(config: EvalConfig, layout: _Layout, prepared: Prepared, env: EvalE
         if db_features is not None:
             verify_rankings(ranking, q, prepared.database, [-1], config.verify_top_n,
                             [features_of(data, env.max_pixels, env.local)], db_features,
-                            env.local, env.min_inliers)
+                            env.local, env.verify)
         t3 = time.perf_counter()
         for name, value in (("embed_ms", t1 - t0), ("rank_ms", t2 - t1), ("verify_ms", t3 - t2),
                             ("total_ms", t3 - t0)):
             parts[name].append(value * 1000.0)
-    return {name: statistics.median(values) for name, values in parts.items() if values}
+    medians = {name: statistics.median(values) for name, values in parts.items() if values}
+    tails = {f"{name.removesuffix('_ms')}_p95_ms": float(np.percentile(values, 95))
+             for name, values in parts.items() if values and name in ("verify_ms", "total_ms")}
+    return {**medians, **tails}
 
 
 def evaluate_configs(dataset: EvalDataset, configs: Sequence[EvalConfig],
@@ -326,7 +332,6 @@ def iter_evaluate(dataset: EvalDataset, configs: Sequence[EvalConfig],
         ext_iter = iter(ext_features)
         q_features = [db_features[row] if row >= 0 else next(ext_iter)
                       for row in layout.self_index]
-    inlier_memo: dict[tuple[int, int], int] = {}
     with tempfile.TemporaryDirectory(prefix="lookalike-ann-") as tmp:
         for n, config in enumerate(configs):
             descriptors = _descriptors(config, layout, env, dataset.name)
@@ -338,8 +343,8 @@ def iter_evaluate(dataset: EvalDataset, configs: Sequence[EvalConfig],
                 assert db_features is not None
                 rankings = verify_rankings(rankings, prepared.queries, prepared.database,
                                            layout.self_index, config.verify_top_n, q_features,
-                                           db_features, env.local, env.min_inliers,
-                                           memo=inlier_memo)
+                                           db_features, env.local, env.verify,
+                                           progress=env.progress)
             rank_seconds = time.perf_counter() - started
             rankings = without_junk(rankings, layout.junk)
             rel = np.take_along_axis(layout.relevant, rankings, axis=1)

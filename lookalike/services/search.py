@@ -30,9 +30,9 @@ from lookalike.embedder.local_features import (
     LocalFeatureError,
     LocalFeatures,
     features_of,
-    inliers,
     verified_order,
 )
+from lookalike.embedder.matching import VerifyPolicy, count_inliers
 from lookalike.embedder.runtime import EmbedOutcome
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.callctx import forward_ms, queue_ms
@@ -115,16 +115,17 @@ class Reranking:
     """The engine's defaults for alpha-QE and geometric verification, and how to run them.
 
     `qe_n` neighbours (0: off) are averaged into the query with weights sim ** `qe_alpha`. The top
-    `verify_top_n` candidates (at least top_k) are verified; `min_inliers` makes one count as
-    verified. Query images are decoded under `max_pixels`; candidates' features are loaded by
-    `fetch_workers` threads, since blob store round trips dominate.
+    `verify_top_n` candidates (at least top_k) are verified as `policy` says (how many inliers
+    make one verified, and when to stop early). Query images are decoded under `max_pixels`;
+    candidates' features are loaded by `fetch_workers` threads, since blob store round trips
+    dominate.
     """
 
     qe_n: int = 0
     qe_alpha: float = 3.0
     verify: bool = False
     verify_top_n: int = 100
-    min_inliers: int = 12
+    policy: VerifyPolicy = field(default_factory=VerifyPolicy)
     local_features: LocalFeatureConfig = field(default_factory=LocalFeatureConfig)
     max_pixels: int = 50_000_000
     fetch_workers: int = 8
@@ -164,16 +165,13 @@ class _Prepared:
 
 
 def _count_inliers(
-    query: LocalFeatures, candidate: LocalFeatures | None, config: LocalFeatureConfig
-) -> int:
-    """Inliers of one candidate; 0 where it has no usable features, never an error."""
-    if candidate is None:
-        return 0
-    try:
-        return inliers(query, candidate, config)
-    except LocalFeatureError:
-        # Stored with another feature kind (the setting changed since ingest): not comparable.
-        return 0
+    query: LocalFeatures, candidates: Sequence[LocalFeatures | None], config: LocalFeatureConfig,
+    policy: VerifyPolicy,
+) -> list[int]:
+    """Inliers of each candidate; 0 where one has no usable features, never an error."""
+    # Stored with another feature kind (the setting changed since ingest): not comparable.
+    comparable = [c if c is not None and c.kind == query.kind else None for c in candidates]
+    return count_inliers(query, comparable, config, policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,9 +343,10 @@ class SearchEngine:
             wanted = pool.submit(self._query_features, query)
             stored = list(pool.map(self._stored_features, [h.image.sha256 for h in candidates]))
             query_features = wanted.result()
-            counts = ([0] * len(candidates) if query_features is None else
-                      list(pool.map(lambda c: _count_inliers(query_features, c, config), stored)))
-        order = verified_order([h.score for h in candidates], counts, self.reranking.min_inliers)
+        counts = ([0] * len(candidates) if query_features is None else
+                  _count_inliers(query_features, stored, config, self.reranking.policy))
+        order = verified_order([h.score for h in candidates], counts,
+                               self.reranking.policy.min_inliers)
         return [replace(candidates[i], inliers=counts[i]) for i in order]
 
     def _query_features(self, query: Query) -> LocalFeatures | None:

@@ -65,6 +65,10 @@ def test_page_shows_stats_model_collections_and_health(
     assert any("Server" in b for b in badges)
     assert any("SearchService" in b for b in badges)
     assert all(":green-badge[" in b for b in badges), badges
+    profiles = table(at, "Profile")
+    assert list(profiles["Profile"]) == ["fast", "balanced", "instance"]
+    assert (profiles["Ingest images/s"] > 0).all()
+    assert (profiles["Query ms"] > 0).all()
 
 
 def test_rebuild_to_hnsw_asks_first_then_reports(

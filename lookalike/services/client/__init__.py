@@ -10,6 +10,9 @@ from lookalike.services.client.connection import LookalikeClient as LookalikeCli
 from lookalike.services.client.connection import client_config_from_env as client_config_from_env
 from lookalike.services.client.errors import ClientError as ClientError
 from lookalike.services.client.values import JOB_STATES_FINISHED as JOB_STATES_FINISHED
+from lookalike.services.client.values import SEARCH_PROFILES as SEARCH_PROFILES
+from lookalike.services.client.values import TRAINING_LOSS_HELP as TRAINING_LOSS_HELP
+from lookalike.services.client.values import TRAINING_LOSSES as TRAINING_LOSSES
 from lookalike.services.client.values import BatchSearchResult as BatchSearchResult
 from lookalike.services.client.values import CollectionSummary as CollectionSummary
 from lookalike.services.client.values import DropResult as DropResult

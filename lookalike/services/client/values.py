@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from lookalike.core.profiles import PROFILES, Profile
 from lookalike.core.search_defaults import DEFAULT_TOP_K
+from lookalike.embedder.losses import LOSS_HELP, LOSSES
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.job_summaries import EvalSummary, IngestSummary, TrainSummary
 
@@ -183,6 +185,11 @@ class DropResult:
 
 
 JOB_STATES_FINISHED = ("succeeded", "failed", "cancelled")
+# What a training job may ask for: the trainer's own list, so a new loss reaches the UI by itself.
+TRAINING_LOSSES: tuple[str, ...] = LOSSES
+TRAINING_LOSS_HELP: dict[str, str] = LOSS_HELP
+# The search profiles a collection can be built with, and what each was measured to cost.
+SEARCH_PROFILES: dict[str, Profile] = PROFILES
 
 
 @dataclass(frozen=True, slots=True)

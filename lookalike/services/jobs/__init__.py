@@ -20,10 +20,8 @@ from lookalike.services.job_summaries import ModelInfo as ModelInfo
 from lookalike.services.job_summaries import TrainEpoch as TrainEpoch
 from lookalike.services.job_summaries import TrainSummary as TrainSummary
 from lookalike.services.jobs.policy import DEFAULT_BITS as DEFAULT_BITS
-from lookalike.services.jobs.policy import DEFAULT_LOSS as DEFAULT_LOSS
 from lookalike.services.jobs.policy import EVALUATE as EVALUATE
 from lookalike.services.jobs.policy import INGEST as INGEST
-from lookalike.services.jobs.policy import LOSSES as LOSSES
 from lookalike.services.jobs.policy import MAX_EPOCHS as MAX_EPOCHS
 from lookalike.services.jobs.policy import ROLLOUT as ROLLOUT
 from lookalike.services.jobs.policy import TRAIN as TRAIN

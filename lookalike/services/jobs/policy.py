@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 from lookalike.core.errors import InvalidArgument
 from lookalike.embedder.hashing import HASH_BITS
+from lookalike.embedder.losses import DEFAULT_LOSS, LOSSES
 
 INGEST, EVALUATE, TRAIN, ROLLOUT = "ingest", "evaluate", "train", "rollout"
-LOSSES = ("hash", "triplet", "arcface")
-DEFAULT_LOSS = "hash"
 # The learned hash layer is served as an ITQ artefact, so its bits are one of HASH_BITS; 48 is
 # the latent layer of Lin et al. (CVPRW 2015).
 DEFAULT_BITS = 48

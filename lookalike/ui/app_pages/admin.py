@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lookalike.services.client import (
+    SEARCH_PROFILES,
     ClientError,
     CollectionSummary,
     LookalikeClient,
@@ -106,6 +107,24 @@ def _overview(stats: Stats) -> None:
             "Value": [stats.index_type or "none", stats.metric_type, stats.physical_collection,
                       *(stats.index_params[name] for name in sorted(stats.index_params))],
         })
+
+
+def _profiles() -> None:
+    """What each search profile is for and what it was measured to cost."""
+    st.caption("Set one with `LOOKALIKE_SEARCH__PROFILE=<name>` before a collection is built "
+               "(its model and DBA reach the stored vectors; changing them later is `lookalike "
+               "reindex`). Costs: medians measured by `make eval` on 2 CPU cores with ONNX "
+               "Runtime; docs/QUALITY.md has the measurements and how each was chosen.")
+    st.dataframe(
+        {
+            "Profile": [p.name for p in SEARCH_PROFILES.values()],
+            "For": [p.use for p in SEARCH_PROFILES.values()],
+            "Ingest images/s": [p.ingest_images_per_s for p in SEARCH_PROFILES.values()],
+            "Query ms": [p.query_ms for p in SEARCH_PROFILES.values()],
+        },
+        hide_index=True, key="admin_profiles",
+        column_config={"For": st.column_config.TextColumn("For", width="large")},
+    )
 
 
 def _collections_table(collections: list[CollectionSummary]) -> None:
@@ -361,6 +380,9 @@ def render() -> None:
 
     st.subheader("Server health", anchor=False)
     _health(client)
+
+    st.subheader("Search profiles", anchor=False)
+    _profiles()
 
     st.subheader("Maintenance", anchor=False)
     rebuild_tab, delete_tab, drop_tab = st.tabs([

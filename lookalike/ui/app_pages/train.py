@@ -11,6 +11,8 @@ from typing import Any
 import altair as alt
 import streamlit as st
 
+from lookalike.services.client import TRAINING_LOSS_HELP as LOSS_HELP
+from lookalike.services.client import TRAINING_LOSSES as LOSSES
 from lookalike.services.client import (
     ClientError,
     Job,
@@ -34,12 +36,6 @@ from lookalike.ui.resources import (
     show_error,
 )
 
-LOSSES = ("hash", "triplet", "arcface")
-LOSS_HELP = {
-    "hash": "a classification head over a sigmoid hash layer: learns the binary codes too",
-    "triplet": "triplet loss with the hardest positives and negatives of each batch",
-    "arcface": "additive angular margin: classes pulled apart on the sphere",
-}
 BITS = (48, 64, 128, 256)
 # Backbones every server has without a download; the selectbox takes any other name too.
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
