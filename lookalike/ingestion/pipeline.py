@@ -11,7 +11,8 @@
 Full queues block the stage before them (backpressure), so memory stays bounded while decode
 and writes overlap inference. Idempotent: ids come from content hashes. A bad file never stops
 the run: it is reported with its reason. Blobs are written before vectors, so a stored vector
-never points at a missing blob; writes retry with capped exponential backoff.
+never points at a missing blob; writes retry with capped exponential backoff. A re-index runs the
+same stages over StoredItems: they keep their id and metadata, and their blobs are stored already.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,17 +43,20 @@ from lookalike.embedder.runtime import Embedder
 from lookalike.embedder.transforms import content_type, image_extension, thumbnail_jpeg
 from lookalike.ingestion.metrics import STAGES, IngestMetrics
 from lookalike.ingestion.retry import RetryPolicy, idempotent_insert, with_retry
-from lookalike.ingestion.sources import Item, NotRead
+from lookalike.ingestion.sources import Item, NotRead, StoredItem
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A file that was not ingested, and why."""
+    """A file that was not ingested, why, and at which stage; `stored` is the metadata of one
+    stored already (a StoredItem)."""
 
     source: str
     reason: str
+    stage: Literal["read", "decode"]
+    stored: ImageMeta | None = None
 
 
 @dataclass(slots=True)
@@ -79,9 +83,8 @@ class IngestReport:
 class _Decoded:
     meta: ImageMeta
     image: Image.Image
-    data: bytes
-    thumbnail: bytes
-    features: bytes | None = None
+    # (key, bytes, content type) of each blob to store before the vector.
+    blobs: list[tuple[str, bytes, str]]
 
 
 @dataclass(slots=True)
@@ -116,11 +119,17 @@ def _read_reason(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
+def _stored_meta(item: Item) -> ImageMeta | None:
+    """The metadata an item stored already keeps (a re-index), else None."""
+    return item.meta if isinstance(item, StoredItem) else None
+
+
 class IngestPipeline:
     """Ingests source items into one collection; safe to run again on the same items.
 
     With `local_features`, each new image's local features are stored beside it (for geometric
-    verification at search time).
+    verification at search time). With `write_blobs` False only vectors are written: the items'
+    originals and thumbnails are stored already (a re-index), so none is made.
     """
 
     def __init__(
@@ -137,6 +146,7 @@ class IngestPipeline:
         retry: RetryPolicy | None = None,
         metrics: IngestMetrics | None = None,
         local_features: LocalFeatureConfig | None = None,
+        write_blobs: bool = True,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -149,6 +159,7 @@ class IngestPipeline:
         self.retry = retry or RetryPolicy()
         self.metrics = metrics
         self.local_features = local_features
+        self.write_blobs = write_blobs
         self._lock = threading.Lock()
 
     def run(
@@ -305,7 +316,7 @@ class IngestPipeline:
             try:
                 return item, item.read()
             except OSError as exc:
-                return Failure(item.source, _read_reason(exc))
+                return Failure(item.source, _read_reason(exc), "read", _stored_meta(item))
 
         fresh: dict[int, tuple[Item, bytes, str]] = {}
         for result in readers.map(read, items):
@@ -313,7 +324,9 @@ class IngestPipeline:
                 batch.failed.append(result)
                 continue
             item, data = result
-            image_id, digest = content_id(data)
+            # A stored original keeps its id even if its bytes no longer hash to it.
+            stored = _stored_meta(item)
+            image_id, digest = (stored.id, stored.sha256) if stored is not None else content_id(data)
             if image_id in seen.stored_before:
                 batch.already_stored += 1
             elif image_id in seen.claimed or image_id in fresh:
@@ -343,19 +356,30 @@ class IngestPipeline:
         batch.loaded = []
 
     def _decode(self, image_id: int, item: Item, data: bytes, digest: str) -> _Decoded | Failure:
+        stored = _stored_meta(item)
         try:
             decoded = self.embedder.decode_sized(data)
-            image = decoded.image
             ext = image_extension(data)
         except ImageError as exc:
-            return Failure(item.source, str(exc))
-        meta = ImageMeta(
+            return Failure(item.source, str(exc), "decode", stored)
+        meta = stored or ImageMeta(
             id=image_id, sha256=digest, blob_key=image_key(digest, ext), source=item.source,
             label=item.label, width=decoded.width, height=decoded.height,
             ingested_at=int(time.time()),
         )
-        return _Decoded(meta, image, data, thumbnail_jpeg(image, self.thumbnail_px),
-                        self._features(data))
+        return _Decoded(meta, decoded.image, self._blobs(meta, data, decoded.image))
+
+    def _blobs(self, meta: ImageMeta, data: bytes,
+               image: Image.Image) -> list[tuple[str, bytes, str]]:
+        """The original, its thumbnail and its local features, unless blobs are not written."""
+        if not self.write_blobs:
+            return []
+        ext = meta.blob_key.rsplit(".", 1)[-1]
+        blobs = [(meta.blob_key, data, content_type(ext)),
+                 (thumb_key(meta.sha256), thumbnail_jpeg(image, self.thumbnail_px), "image/jpeg")]
+        if (features := self._features(data)) is not None:
+            blobs.append((features_key(meta.sha256), features, "application/octet-stream"))
+        return blobs
 
     def _features(self, data: bytes) -> bytes | None:
         """The stored form of the image's local features, when verification wants them."""
@@ -373,13 +397,7 @@ class IngestPipeline:
         """Blobs of the batch (in parallel), then its vectors once every blob is stored."""
         if not batch.decoded or batch.vectors is None:
             return
-        puts: list[tuple[str, bytes, str]] = []
-        for d in batch.decoded:
-            ext = d.meta.blob_key.rsplit(".", 1)[-1]
-            puts.append((d.meta.blob_key, d.data, content_type(ext)))
-            puts.append((thumb_key(d.meta.sha256), d.thumbnail, "image/jpeg"))
-            if d.features is not None:
-                puts.append((features_key(d.meta.sha256), d.features, "application/octet-stream"))
+        puts = [blob for d in batch.decoded for blob in d.blobs]
 
         def put_blob(args: tuple[str, bytes, str]) -> None:
             key, data, content_type = args
@@ -388,7 +406,8 @@ class IngestPipeline:
                 report,
             )
 
-        self._timed(report, "write_blobs", lambda: list(writers.map(put_blob, puts)))
+        if puts:
+            self._timed(report, "write_blobs", lambda: list(writers.map(put_blob, puts)))
         records = [ImageRecord(meta=d.meta, embedding=v, category=c)
                    for d, v, c in zip(batch.decoded, batch.vectors, batch.categories, strict=True)]
         self._timed(report, "write_vectors", lambda: self._insert(records, report))

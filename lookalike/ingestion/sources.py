@@ -1,7 +1,8 @@
 """Where images come from: each source yields items lazily, in a stable order.
 
 An item is `(key, bytes)` read on demand: its `source` (path, s3:// key or URL), a `label`, and
-`read()`. Sources: a folder, an S3/MinIO prefix, a text file of paths or URLs, tar shards.
+`read()`. Sources: a folder, an S3/MinIO prefix, a text file of paths or URLs, tar shards; and
+for a re-index, the originals a collection stored (StoredItem).
 `open_source` picks one by the form of its argument.
 """
 
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
-from lookalike.core.blob_store import minio_client, s3_transport_errors
-from lookalike.core.errors import ConfigError, StoreUnavailable
+from lookalike.core.blob_store import BlobStore, minio_client, s3_transport_errors
+from lookalike.core.errors import ConfigError, NotFound, StoreUnavailable
 from lookalike.core.paths import read_exact
+from lookalike.core.schemas import ImageMeta
 from lookalike.core.settings import BlobSettings
+from lookalike.ingestion.retry import RetryPolicy, with_retry
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -94,6 +97,34 @@ class FetchedItem:
     def read(self) -> bytes:
         """The bytes, fetched now."""
         return self.fetch()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An image a collection stores: its original, read back from `blobs` by its blob_key, and
+    the metadata it keeps (the pipeline builds none for it)."""
+
+    meta: ImageMeta
+    blobs: BlobStore
+    retry: RetryPolicy
+
+    @property
+    def source(self) -> str:
+        """The original's key in the blob store."""
+        return self.meta.blob_key
+
+    @property
+    def label(self) -> str:
+        """The stored label."""
+        return self.meta.label
+
+    def read(self) -> bytes:
+        """The original's bytes, retried while the blob store is down; NotRead when it is gone."""
+        key = self.meta.blob_key
+        try:
+            return with_retry(lambda: self.blobs.get(key), f"blob get of {key}", self.retry)
+        except NotFound:
+            raise NotRead("blob missing from the blob store") from None
 
 
 def _is_image_name(name: str) -> bool:

@@ -2,38 +2,37 @@
 
 Every stored image's original is read back from the blob store by its `blob_key`, embedded by
 the new model and written, with its metadata unchanged, into a new physical collection for the
-new model spec. Ingests and deletes that reach the live collection meanwhile are carried over by
-a catch-up pass that compares the two collections' ids, batch by batch. Then the public alias is
-pointed at the new collection in one step (Milvus `alter_alias`), so searches answer from the old
-collection until that moment and from the new one after it. The old collection is kept: a
-rollback points the alias back at it.
+new model spec, by the ingest pipeline's stages (read, decode, embed, write: vectors only, the
+blobs are stored already). Ingests and deletes that reach the live collection meanwhile are
+carried over by a catch-up pass that compares the two collections' ids, batch by batch, and
+runs what it finds through the same stages. Then the public alias is pointed at the new
+collection in one step (Milvus `alter_alias`), so searches answer from the old collection until
+that moment and from the new one after it. The old collection is kept: a rollback points the
+alias back at it.
 
 A write that reaches the live collection between the last catch-up round and the swap is not
 carried over (an ingest run again then adds it: ingestion is idempotent). Memory stays bounded:
-ids and metadata are read ID_BATCH_SIZE rows at a time, and at most two batches of decoded images
-are held, one embedding while the next one's originals are fetched and decoded.
+ids and metadata are read ID_BATCH_SIZE rows at a time, and the pipeline's bounded queues hold a
+few batches of originals while one is embedded.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
-
-import numpy as np
-from numpy.typing import NDArray
-from PIL import Image
+from functools import partial
+from typing import Any, Literal
 
 from lookalike.core.blob_store import BlobStore
-from lookalike.core.errors import ConfigError, NotFound, StoreUnavailable
+from lookalike.core.errors import ConfigError, StoreUnavailable
 from lookalike.core.iterables import chunks
-from lookalike.core.schemas import ImageMeta, ImageRecord
 from lookalike.core.vector_store import DbaParams, MilvusVectorStore
-from lookalike.embedder.errors import ImageError
-from lookalike.embedder.spec import EmbedderSpec
-from lookalike.ingestion.retry import RetryPolicy, idempotent_insert, with_retry
+from lookalike.embedder.runtime import Embedder
+from lookalike.ingestion.metrics import STAGES
+from lookalike.ingestion.pipeline import Failure, IngestPipeline, IngestReport
+from lookalike.ingestion.retry import RetryPolicy
+from lookalike.ingestion.sources import StoredItem
 from lookalike.maintenance.dba import apply_dba, apply_dba_all
 
 BATCH_SIZE = 32
@@ -66,7 +65,8 @@ class ReindexReport:
     `previous` is the physical collection served before (kept, for a rollback), `current` the
     new one; `total` the rows the live collection held when the copy started, `rows` those the
     new one holds; `caught_up` and `removed` the images stored in and deleted from the live
-    collection during the copy and carried over; `swapped` whether the alias now serves `current`.
+    collection during the copy and carried over; `swapped` whether the alias now serves `current`;
+    `stage_seconds` the ingest pipeline's busy seconds per stage, over the copy and the catch-up.
     """
 
     spec: dict[str, Any]
@@ -79,29 +79,12 @@ class ReindexReport:
     failed: list[ReindexFailure] = field(default_factory=list)
     swapped: bool = False
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
 ProgressCallback = Callable[[ReindexStep, ReindexReport], None]
-
-
-class ReindexEmbedder(Protocol):
-    """What a re-index needs from the new model (an in-process `Embedder`)."""
-
-    @property
-    def spec(self) -> EmbedderSpec:
-        """The model spec of the descriptors it returns."""
-        ...
-
-    def decode(self, data: bytes) -> Image.Image:
-        """Decode one image as the model's inputs are decoded; raises ImageError."""
-        ...
-
-    def embed_images_with_categories(
-        self, images: Sequence[Image.Image]
-    ) -> tuple[NDArray[np.float32], list[str]]:
-        """Descriptors of RGB images, N x D, L2-normalised, in input order, and each image's
-        predicted category ("" without a classifier)."""
-        ...
+# The originals of the given ids still stored, with their metadata.
+ReadBack = Callable[[list[int]], Iterator[StoredItem]]
 
 
 def serve_version(
@@ -126,106 +109,67 @@ def serve_version(
     store.point_alias(target.name)
 
 
-def _stored_metas(store: MilvusVectorStore, ids: Iterable[list[int]]) -> Iterator[ImageMeta]:
-    """The metadata of each batch of `ids` still stored, read one batch at a time."""
-    for batch in ids:
-        yield from (meta for meta in store.get(batch) if meta is not None)
+def _stored_items(
+    store: MilvusVectorStore, blobs: BlobStore, retry: RetryPolicy, ids: list[int]
+) -> Iterator[StoredItem]:
+    """The originals of those of `ids` still stored, with their metadata (one read)."""
+    return (StoredItem(meta, blobs, retry) for meta in store.get(ids) if meta is not None)
 
 
-class _Copier:
-    """Reads originals from the blob store, embeds them with the new model, writes the copies."""
+def _left_out(failure: Failure) -> ReindexFailure:
+    """A stored image the pipeline could not copy, as the re-index reports it."""
+    meta = failure.stored
+    assert meta is not None  # the re-index feeds the pipeline StoredItems only
+    reason = failure.reason if failure.stage == "read" else f"cannot decode: {failure.reason}"
+    return ReindexFailure(meta.id, meta.blob_key, reason)
 
-    def __init__(
-        self, embedder: ReindexEmbedder, blobs: BlobStore, target: MilvusVectorStore,
-        pool: ThreadPoolExecutor, retry: RetryPolicy, report: ReindexReport,
-    ) -> None:
-        self.embedder = embedder
-        self.blobs = blobs
-        self.target = target
-        self.pool = pool
-        self.retry = retry
-        self.report = report
-        self.failed_ids: set[int] = set()
 
-    def start(self, metas: list[ImageMeta]) -> list[Future[Image.Image | ReindexFailure]]:
-        """Fetch and decode `metas`' originals in the pool (overlapping the embedding of
-        another batch)."""
-        return [self.pool.submit(self._load, meta) for meta in metas]
-
-    def _load(self, meta: ImageMeta) -> Image.Image | ReindexFailure:
-        try:
-            data = with_retry(
-                lambda: self.blobs.get(meta.blob_key), f"blob get of {meta.blob_key}", self.retry
-            )
-        except NotFound:
-            return ReindexFailure(meta.id, meta.blob_key, "blob missing from the blob store")
-        try:
-            return self.embedder.decode(data)
-        except ImageError as exc:
-            return ReindexFailure(meta.id, meta.blob_key, f"cannot decode: {exc}")
-
-    def finish(
-        self, metas: list[ImageMeta], loading: list[Future[Image.Image | ReindexFailure]]
-    ) -> list[int]:
-        """Embed the loaded images and store them in the target; the ids written."""
-        loaded: list[tuple[ImageMeta, Image.Image]] = []
-        for meta, future in zip(metas, loading, strict=True):
-            result = future.result()
-            if isinstance(result, ReindexFailure):
-                self.report.failed.append(result)
-                self.failed_ids.add(meta.id)
-            else:
-                loaded.append((meta, result))
-        if not loaded:
-            return []
-        vectors, categories = self.embedder.embed_images_with_categories(
-            [image for _, image in loaded])
-        records = [ImageRecord(meta=meta, embedding=vector, category=category)
-                   for (meta, _), vector, category in zip(loaded, vectors, categories, strict=True)]
-        self._insert(records)
-        self.report.rows += len(records)
-        return [r.meta.id for r in records]
-
-    def _insert(self, records: list[ImageRecord]) -> None:
-        """Insert with retries; none is stored twice."""
-        with_retry(idempotent_insert(self.target, records),
-                   f"Milvus insert into {self.target.name!r}", self.retry)
+def _add_stage_seconds(report: ReindexReport, run: IngestReport) -> None:
+    """Count a pipeline run's busy seconds per stage in the re-index's."""
+    for stage, seconds in run.stage_seconds.items():
+        report.stage_seconds[stage] += seconds
 
 
 def _copy_all(
-    store: MilvusVectorStore, copier: _Copier, batch_size: int, progress: ProgressCallback
+    store: MilvusVectorStore, pipeline: IngestPipeline, read_back: ReadBack,
+    report: ReindexReport, progress: ProgressCallback,
 ) -> None:
-    """Copy every stored image, embedding one batch while the next one's originals load."""
-    pending: tuple[list[ImageMeta], list[Future[Image.Image | ReindexFailure]]] | None = None
-    metas_read = _stored_metas(store, store.iter_ids(batch_size=ID_BATCH_SIZE))
-    for metas in chunks(metas_read, batch_size):
-        started = (metas, copier.start(metas))
-        if pending is not None:
-            copier.finish(*pending)
-            progress("copying", copier.report)
-        pending = started
-    if pending is not None:
-        copier.finish(*pending)
-        progress("copying", copier.report)
+    """Copy every stored image through the pipeline, reporting after each batch."""
+    def copied(run: IngestReport) -> None:
+        report.rows = run.added
+        report.failed.extend(_left_out(f) for f in run.failed[len(report.failed):])
+        progress("copying", report)
+
+    items = (item for ids in store.iter_ids(batch_size=ID_BATCH_SIZE) for item in read_back(ids))
+    _add_stage_seconds(report, pipeline.run(items, progress=False, on_batch=copied))
 
 
 def _catch_up(
-    store: MilvusVectorStore, target: MilvusVectorStore, copier: _Copier, batch_size: int,
-    dba: DbaParams | None,
+    store: MilvusVectorStore, target: MilvusVectorStore, pipeline: IngestPipeline,
+    read_back: ReadBack, report: ReindexReport, dba: DbaParams | None,
 ) -> int:
     """One round: copy what the live collection gained, remove what it lost; changes made."""
-    report = copier.report
-    changes = 0
-    for ids in store.iter_ids(batch_size=ID_BATCH_SIZE):
-        wanted = [i for i in ids if i not in copier.failed_ids]
-        present = target.existing_ids(wanted)
-        missing = [i for i in wanted if i not in present]
-        for metas in chunks(_stored_metas(store, [missing]), batch_size):
-            written = copier.finish(metas, copier.start(metas))
-            if dba is not None and written:
-                apply_dba(target, written, dba.k, dba.alpha)
-            report.caught_up += len(written)
-            changes += len(metas)
+    failed_ids = {f.id for f in report.failed}
+    fed: list[int] = []
+
+    def missing_items() -> Iterator[StoredItem]:
+        for ids in store.iter_ids(batch_size=ID_BATCH_SIZE):
+            wanted = [i for i in ids if i not in failed_ids]
+            present = target.existing_ids(wanted)
+            for item in read_back([i for i in wanted if i not in present]):
+                fed.append(item.meta.id)
+                yield item
+
+    run = pipeline.run(missing_items(), progress=False)
+    _add_stage_seconds(report, run)
+    report.failed.extend(_left_out(f) for f in run.failed)
+    failed_ids.update(f.id for f in report.failed)
+    written = [i for i in fed if i not in failed_ids]
+    if dba is not None and written:
+        apply_dba(target, written, dba.k, dba.alpha)
+    report.rows += run.added
+    report.caught_up += run.added
+    changes = len(fed)
     for ids in target.iter_ids(batch_size=ID_BATCH_SIZE):
         gone = sorted(set(ids) - store.existing_ids(ids))
         if gone:
@@ -235,16 +179,15 @@ def _catch_up(
             changes += removed
     # An image deleted from the live collection since it failed is gone, not failed.
     still_stored: set[int] = set()
-    for chunk in chunks(sorted(copier.failed_ids), ID_BATCH_SIZE):
+    for chunk in chunks(sorted(failed_ids), ID_BATCH_SIZE):
         still_stored |= store.existing_ids(chunk)
     report.failed = [f for f in report.failed if f.id in still_stored]
-    copier.failed_ids = still_stored
     return changes
 
 
 def reindex(
     store: MilvusVectorStore,
-    embedder: ReindexEmbedder,
+    embedder: Embedder,
     blobs: BlobStore,
     *,
     batch_size: int = BATCH_SIZE,
@@ -278,19 +221,23 @@ def reindex(
     target = store.create_version(spec, embedder.spec.dim, dba)
     report = ReindexReport(spec=spec, previous=previous, current=target.name, total=store.count())
     notify = progress or (lambda step, report: None)
-    with ThreadPoolExecutor(workers, thread_name_prefix="reindex-load") as pool:
-        copier = _Copier(embedder, blobs, target, pool, retry or RetryPolicy(), report)
-        _copy_all(store, copier, batch_size, notify)
-        notify("copied", report)
-        if dba is not None:
-            apply_dba_all(target, dba.k, dba.alpha)
-        if prepare is not None:
-            prepare(target)
-        for _ in range(CATCH_UP_ROUNDS):
-            changes = _catch_up(store, target, copier, batch_size, dba)
-            notify("caught_up", report)
-            if not changes:
-                break
+    retry = retry or RetryPolicy()
+    # The ingest stages into the new collection, writing vectors only: the blobs are stored.
+    pipeline = IngestPipeline(embedder, target, blobs, batch_size=batch_size,
+                              decode_workers=workers, thumbnail_px=0, retry=retry,
+                              write_blobs=False)
+    read_back = partial(_stored_items, store, blobs, retry)
+    _copy_all(store, pipeline, read_back, report, notify)
+    notify("copied", report)
+    if dba is not None:
+        apply_dba_all(target, dba.k, dba.alpha)
+    if prepare is not None:
+        prepare(target)
+    for _ in range(CATCH_UP_ROUNDS):
+        changes = _catch_up(store, target, pipeline, read_back, report, dba)
+        notify("caught_up", report)
+        if not changes:
+            break
     if report.failed and not allow_missing:
         notify("not_swapped", report)
     else:

@@ -287,6 +287,36 @@ def test_reindex_keeps_dba_recomputed_from_the_new_model(
     np.testing.assert_allclose(_vectors(store, ids), augment(raw, 2, 1.0), atol=1e-4)
 
 
+class CountingBlobs(LocalBlobStore):
+    """A local blob store that counts the blobs written to it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts = 0
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        self.puts += 1
+        super().put(key, data, content_type)
+
+
+def test_reindex_runs_through_the_ingest_pipeline(
+    client: Any, embedder: Embedder, new_embedder: Embedder, tmp_path: Path
+) -> None:
+    """The copy runs the ingest pipeline's stages over the stored originals and writes vectors
+    only, keeping every blob and row's metadata as it was."""
+    settings = make_settings(tmp_path / "data")
+    store = _build(client, settings, embedder, LocalBlobStore(tmp_path / "blobs"),
+                   _photos(tmp_path / "photos", range(3)))
+    before = _all_meta(store)
+    blobs = CountingBlobs(tmp_path / "blobs")
+    report = reindex(store, new_embedder, blobs, batch_size=2)
+    assert (report.swapped, report.rows, report.failed) == (True, 3, [])
+    seconds = report.stage_seconds
+    assert all(seconds[stage] > 0 for stage in ("read", "decode", "embed", "write_vectors"))
+    assert (seconds["write_blobs"], blobs.puts) == (0.0, 0)
+    assert _all_meta(store) == before
+
+
 def test_reindex_to_the_same_model_is_refused(
     client: Any, embedder: Embedder, tmp_path: Path
 ) -> None:
