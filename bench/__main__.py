@@ -12,7 +12,7 @@ from lookalike.cli.runner import run_command
 
 # Modules of bench/ that expose `register(commands)`; each sets `func(settings, args) -> int`.
 BENCHMARKS: tuple[str, ...] = ("embed", "int8", "ingest", "api", "burst", "search", "routing",
-                               "codes_floats", "presets", "profiles")
+                               "codes_floats", "presets", "profiles", "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:

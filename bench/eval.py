@@ -28,14 +28,24 @@ def find_datasets(root: Path) -> list[Path]:
 
 LATENCY_DATASET = "corel1k"
 LATENCY_QUERIES = 16
+# Instance sets are timed on their own query photos: what verification adds is the number their
+# users wait for.
+INSTANCE_LATENCY_QUERIES = 64
+
+
+def latency_queries(dataset: Path) -> int:
+    """How many queries of `dataset` the ablation times (0: none)."""
+    if dataset.name == LATENCY_DATASET:
+        return LATENCY_QUERIES
+    return INSTANCE_LATENCY_QUERIES if (dataset / "groundtruth.json").exists() else 0
 
 
 def run_eval(dataset: Path, plots: Path) -> list[dict[str, Any]]:
     """One dataset's ablation through the CLI; one JSON object per configuration."""
     command = [sys.executable, "-m", "lookalike.cli", "eval", str(dataset), "--ablation", "--json",
                "--no-progress", "--plot", str(plots / f"{dataset.name}_pk.png")]
-    if dataset.name == LATENCY_DATASET:
-        command += ["--latency", str(LATENCY_QUERIES)]
+    if queries := latency_queries(dataset):
+        command += ["--latency", str(queries)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"eval of {dataset} failed:\n{done.stderr[-4000:]}")
@@ -116,7 +126,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     if kind == "instance":
         columns.insert(1, "top1")
     if any("latency_total_ms" in r for r in rows):
-        columns += ["latency_total_ms", "latency_embed_ms", "latency_rank_ms", "latency_verify_ms"]
+        columns += ["latency_total_ms", "latency_total_p95_ms", "latency_embed_ms",
+                    "latency_rank_ms", "latency_verify_ms", "latency_verify_p95_ms"]
     columns.append("levers")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
@@ -124,7 +135,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(results: dict[str, list[dict[str, Any]]], command: str, plots: Path, out: Path) -> str:
+def render(results: dict[str, list[dict[str, Any]]], command: str, plots: Path, out: Path,
+           datasets: Path) -> str:
     """The markdown block for QUALITY.md: one ablation table (and plot) per dataset."""
     lines = [
         BEGIN,
@@ -139,7 +151,7 @@ def render(results: dict[str, list[dict[str, Any]]], command: str, plots: Path, 
             f"### {name} ({first['kind']}: {first['images']} images, {first['queries']} queries)",
             "",
             f"Command: `lookalike eval ../shared/datasets/{name} --ablation --json"
-            + (f" --latency {LATENCY_QUERIES}" if name == LATENCY_DATASET else "") + "`",
+            + (f" --latency {q}" if (q := latency_queries(datasets / name)) else "") + "`",
             "",
             # Older stored rows predate the protocol line.
             *([f"Protocol: {first['protocol']}", ""] if first.get("protocol") else []),
@@ -190,7 +202,7 @@ def main() -> None:
                              if args.only else "")
     results = load_rows(plots, [d.name for d in datasets])
     if not args.only or any(d.name in args.only for d in datasets):
-        write_block(args.out, render(results, command, plots, args.out))
+        write_block(args.out, render(results, command, plots, args.out, args.datasets))
     if not args.only or "engines" in args.only:
         engine_rows = run_engines(datasets)
         (plots / "engines.jsonl").write_text("".join(json.dumps(r) + "\n" for r in engine_rows))

@@ -195,6 +195,7 @@ def engine_from(settings: Settings, embedder: QueryEmbedder, store: MilvusVector
             qe_n=retrieval.qe_n, qe_alpha=retrieval.qe_alpha, verify=retrieval.verify,
             verify_top_n=retrieval.verify_top_n, policy=verify_policy_from(retrieval),
             local_features=local_features_from(retrieval), max_pixels=settings.model.max_pixels,
+            features_cache_bytes=retrieval.features_cache_mb * 2**20,
         ),
         follower=follower,
     )

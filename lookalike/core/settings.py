@@ -291,6 +291,10 @@ class RetrievalSettings(_Section):
     min_inliers: int = Field(
         12, ge=4, description="Inliers for a result to count as verified (and move up)."
     )
+    features_cache_mb: int = Field(
+        256, ge=0, description="Stored images' local features kept in memory between verified "
+        "searches (least recently used dropped first); 0: read them from the blob store each time."
+    )
     confident_inliers: int = Field(
         0, ge=0, description="Stop verifying after the round (10, 20, then 32 candidates, in "
         "the global ranking's order) that verifies one result with this many inliers; 0: verify "

@@ -36,6 +36,7 @@ from lookalike.embedder.matching import VerifyPolicy, count_inliers
 from lookalike.embedder.runtime import EmbedOutcome
 from lookalike.embedder.spec import EmbedderSpec
 from lookalike.services.callctx import forward_ms, queue_ms
+from lookalike.services.feature_cache import FeatureCache
 
 
 def _ms_since(started: float) -> float:
@@ -129,6 +130,8 @@ class Reranking:
     local_features: LocalFeatureConfig = field(default_factory=LocalFeatureConfig)
     max_pixels: int = 50_000_000
     fetch_workers: int = 8
+    # Stored images' parsed features kept between searches (0: every search reads them again).
+    features_cache_bytes: int = 256 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,7 @@ class SearchEngine:
         presign_expiry_s: int,
         reranking: Reranking | None = None,
         follower: ModelFollower | None = None,
+        features_cache: FeatureCache | None = None,
     ) -> None:
         self.embedder = embedder
         self.follower = follower
@@ -204,13 +208,14 @@ class SearchEngine:
         self.max_top_k = max_top_k
         self.presign_expiry_s = presign_expiry_s
         self.reranking = reranking or Reranking()
+        self.features_cache = features_cache or FeatureCache(self.reranking.features_cache_bytes)
         self._dim: int | None = None
 
     def with_embedder(self, embedder: QueryEmbedder) -> SearchEngine:
         """The same engine over another embedder (a batching or remote one)."""
         return SearchEngine(embedder, self.store, self.blobs, max_top_k=self.max_top_k,
                             presign_expiry_s=self.presign_expiry_s, reranking=self.reranking,
-                            follower=self.follower)
+                            follower=self.follower, features_cache=self.features_cache)
 
     @property
     def dim(self) -> int:
@@ -365,10 +370,14 @@ class SearchEngine:
 
     def _stored_features(self, sha256: str) -> LocalFeatures | None:
         """A stored image's local features; None where they were never stored or are unreadable."""
+        if (cached := self.features_cache.get(sha256)) is not None:
+            return cached
         try:
-            return LocalFeatures.from_bytes(self.blobs.get(features_key(sha256)))
+            features = LocalFeatures.from_bytes(self.blobs.get(features_key(sha256)))
         except (NotFound, LocalFeatureError):
             return None
+        self.features_cache.put(sha256, features)
+        return features
 
     def _embed(self, images: Sequence[bytes]) -> tuple[list[EmbedOutcome], float, float]:
         """Outcomes, model time (ms: the batch forward time where the embedder reports it) and

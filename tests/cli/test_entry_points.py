@@ -40,7 +40,7 @@ def test_bench_help_is_the_benchmarks_own() -> None:
                           capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: lookalike bench [-h]")
-    assert "{embed,int8,ingest,api,burst,search,routing,codes-floats,presets,profiles}" in done.stdout
+    assert "{embed,int8,ingest,api,burst,search,routing,codes-floats,presets,profiles,verify}" in done.stdout
 
 
 def test_bench_exit_code_passes_through() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -151,6 +151,34 @@ def test_missing_features_count_as_no_inliers(collection: Collection, tmp_path: 
         verified = engine.search(query, top_k=5).hits
         assert [h.image.id for h in verified] == [h.image.id for h in plain]
         assert [h.inliers for h in verified] == [0] * 5
+
+
+class _CountingBlobs(LocalBlobStore):
+    """The collection's blob directory, counting the feature blobs read."""
+
+    feature_reads = 0
+
+    def get(self, key: str) -> bytes:
+        if key.startswith("features/"):
+            self.feature_reads += 1
+        return super().get(key)
+
+
+def test_repeated_searches_take_features_from_memory(collection: Collection) -> None:
+    """A second verified search reads no feature blob and ranks as the first did; with the
+    cache off, every search reads them again."""
+    for cache_bytes, reads_again in ((256 * 2**20, False), (0, True)):
+        blobs = _CountingBlobs(Path(collection.settings.blob_url))
+        reranking = replace(collection.engine(verify=True).reranking,
+                            features_cache_bytes=cache_bytes)
+        engine = SearchEngine(collection.embedder, collection.store, blobs, max_top_k=100,
+                              presign_expiry_s=60, reranking=reranking)
+        first = engine.search(Query(image=collection.query), top_k=5).hits
+        reads = blobs.feature_reads
+        assert reads > 0
+        second = engine.search(Query(image=collection.query), top_k=5).hits
+        assert (blobs.feature_reads > reads) is reads_again
+        assert [(h.image.id, h.inliers) for h in second] == [(h.image.id, h.inliers) for h in first]
 
 
 def test_vector_queries_are_not_verified(collection: Collection) -> None:
