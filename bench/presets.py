@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from bench.eval import find_datasets
 from bench.machine import describe_machine
-from lookalike.evaluation.configs import BASELINE, ENSEMBLE, EvalConfig
+from lookalike.core.profiles import ENSEMBLE
+from lookalike.evaluation.configs import BASELINE, EvalConfig
 
 if TYPE_CHECKING:
     from lookalike.core.settings import Settings
@@ -50,6 +51,7 @@ class Score:
     dataset: str
     p10: float
     map: float
+    p1: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,8 @@ class HeldOut:
     map: float
     baseline_p10: float
     baseline_map: float
+    p1: float = 0.0
+    baseline_p1: float = 0.0
 
     @property
     def beats_baseline(self) -> bool:
@@ -89,20 +93,22 @@ def leave_one_out(scores: Sequence[Score], presets: dict[str, list[str]],
         for held in sets:
             others = tuple(s for s in sets if s != held)
             chosen = choose(scores, candidates, others)
-            out.append(HeldOut(preset, held, chosen, others, at[(chosen, held)].p10,
-                               at[(chosen, held)].map, at[(baseline, held)].p10,
-                               at[(baseline, held)].map))
+            mine, base = at[(chosen, held)], at[(baseline, held)]
+            out.append(HeldOut(preset, held, chosen, others, mine.p10, mine.map, base.p10,
+                               base.map, mine.p1, base.p1))
     return out
 
 
 def render(rows: Sequence[HeldOut], command: str) -> str:
     """The leave-one-set-out table as markdown."""
     lines = [f"Command: `{command}`  ", f"Machine: {describe_machine()}", "",
-             "| preset | held-out set | chosen on | chosen config | P@10 | mAP | baseline P@10 "
-             "| baseline mAP | beats baseline |", "|---|---|---|---|---|---|---|---|---|"]
+             "| preset | held-out set | chosen on | chosen config | P@1 | P@10 | mAP "
+             "| baseline P@1 | baseline P@10 | baseline mAP | beats baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.preset} | {r.dataset} | {', '.join(r.chosen_on)} | {r.chosen} "
-                     f"| {r.p10:.4f} | {r.map:.4f} | {r.baseline_p10:.4f} | {r.baseline_map:.4f} "
+                     f"| {r.p1:.4f} | {r.p10:.4f} | {r.map:.4f} | {r.baseline_p1:.4f} "
+                     f"| {r.baseline_p10:.4f} | {r.baseline_map:.4f} "
                      f"| {'yes' if r.beats_baseline else '**no**'} |")
     return "\n".join(lines)
 
@@ -122,10 +128,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             continue
         for result in iter_evaluate(dataset, candidates, env):
             row = result.as_json()
-            scores.append(Score(result.config.name, dataset.name, row["p@10"], row["map"]))
+            scores.append(Score(result.config.name, dataset.name, row["p@10"], row["map"],
+                                row["p@1"]))
             print(json.dumps({"dataset": dataset.name, "config": result.config.name,
-                              "levers": result.config.levers(), "p@10": row["p@10"],
-                              "map": row["map"]}), flush=True)
+                              "levers": result.config.levers(), "p@1": row["p@1"],
+                              "p@10": row["p@10"], "map": row["map"]}), flush=True)
     single = [c.name for c in candidates if c.backbone == BASELINE.backbone]
     rows = leave_one_out(scores, {"balanced": single, "quality": [c.name for c in candidates]},
                          BASELINE.name)

@@ -307,8 +307,9 @@ class SearchSettings(_Section):
 
     profile: ProfileName = Field(
         "fast", description="fast (one network, nothing re-ranked), balanced (category search: "
-        "class posteriors, DBA, alpha-QE) or instance (geometric verification); settings named "
-        "explicitly win over the profile's. See docs/QUALITY.md, Profiles."
+        "class posteriors, DBA, alpha-QE), quality (balanced on three networks) or instance "
+        "(geometric verification); settings named explicitly win over the profile's. See "
+        "docs/QUALITY.md, Profiles."
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from lookalike.core.errors import ConfigError
-from lookalike.core.profiles import PROFILES, Profile
+from lookalike.core.profiles import ENSEMBLE, PROFILES, Profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +71,6 @@ class EvalConfig:
 
 BASELINE = EvalConfig(name="baseline")
 _SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
-# The three offline EfficientNet-Lites, each at its own input size, descriptors joined.
-ENSEMBLE = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 
 # The best configurations that run on the CPU here, chosen from the ablation in
 # docs/QUALITY.md. Category search and instance search want different levers (as a collection

@@ -48,7 +48,7 @@ def test_explicit_settings_win_over_the_profile(monkeypatch: pytest.MonkeyPatch)
 def test_an_unknown_profile_is_refused_with_the_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """A misspelt profile is a validation error that lists the profiles."""
     monkeypatch.setenv("LOOKALIKE_SEARCH__PROFILE", "quick")
-    with pytest.raises(ValidationError, match="'fast', 'balanced' or 'instance'"):
+    with pytest.raises(ValidationError, match="'fast', 'balanced', 'quality' or 'instance'"):
         Settings()
 
 

@@ -66,7 +66,7 @@ def test_page_shows_stats_model_collections_and_health(
     assert any("SearchService" in b for b in badges)
     assert all(":green-badge[" in b for b in badges), badges
     profiles = table(at, "Profile")
-    assert list(profiles["Profile"]) == ["fast", "balanced", "instance"]
+    assert list(profiles["Profile"]) == ["fast", "balanced", "quality", "instance"]
     assert (profiles["Ingest images/s"] > 0).all()
     assert (profiles["Query ms"] > 0).all()
 
