@@ -295,8 +295,10 @@ class RetrievalSettings(_Section):
         256, ge=0, description="Stored images' local features kept in memory between verified "
         "searches (least recently used dropped first); 0: read them from the blob store each time."
     )
+    # 60: chosen by `lookalike bench verify` on dvd_covers' Palm photos (as often right as
+    # verifying all 100, a quarter faster), reported on the E63 photos (docs/QUALITY.md).
     confident_inliers: int = Field(
-        0, ge=0, description="Stop verifying after the round (10, 20, then 32 candidates, in "
+        60, ge=0, description="Stop verifying after the round (10, 20, then 32 candidates, in "
         "the global ranking's order) that verifies one result with this many inliers; 0: verify "
         "all verify_top_n."
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.search import INDEXES, Memory, is_steady, modes_for, render, settled, vector_parts
+from bench.search_index import INDEXES, modes_for
+from bench.search_report import render, vector_parts
+from bench.search_server import Memory, is_steady, settled
 from lookalike.core.milvus.vector_index import SearchParams
 
 
